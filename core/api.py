@@ -1,0 +1,71 @@
+"""The Python API: :func:`load` a generator from a checkpoint, :func:`run` a pipeline file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import read_state_dict, restorekit_metadata
+from .errors import UserError
+from .plan import generator_params, load_weights, resolve_device
+from .registry import PluginRegistry, Resolved
+
+
+def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> Resolved:
+    """The one installed generator whose ``detect`` accepts ``state_dict``."""
+    tried, hits = [], []
+    for r in registry.generators():
+        detect = getattr(r.component, "detect", None)
+        if detect is None:
+            continue
+        tried.append(r.component.name)
+        if detect(state_dict):
+            hits.append(r)
+    if not hits:
+        raise UserError(
+            f"{source}: no installed generator recognises this checkpoint (tried: {', '.join(sorted(tried)) or 'none'}); "
+            "pass component=..."
+        )
+    if len(hits) > 1:
+        names = ", ".join(sorted(h.component.name for h in hits))
+        raise UserError(f"{source}: several generators recognise this checkpoint ({names}); pass component=...")
+    return hits[0]
+
+
+def load(
+    checkpoint: str | os.PathLike[str],
+    *,
+    component: str | None = None,
+    device: str | torch.device | None = None,
+    preset: str | None = None,
+    strict: bool = True,
+    registry: PluginRegistry | None = None,
+    **params: Any,
+) -> nn.Module:
+    """Load a generator from a checkpoint file, ready for inference (eval mode).
+
+    The component is read from restorekit's own files, given by ``component``, or detected from the
+    tensors' names by the installed plugins. Architecture params are read off the tensors where possible;
+    ``preset`` and keyword ``params`` fill in or override them (a mismatch with the file is an error).
+    The result maps a float32 (B,C,h,w) batch in [0,1] to the SR batch: ``model(lr)``.
+    """
+    path = Path(checkpoint)
+    registry = registry or PluginRegistry.load()
+    sd = read_state_dict(path)
+    meta_component, file_params = restorekit_metadata(path)
+    name = component or meta_component
+    resolved = registry.get("generator", name) if name else detect_generator(registry, sd, str(path))
+    if meta_component is not None and resolved.component.name != meta_component:
+        file_params = {}
+    parsed = generator_params(
+        resolved, params=params, preset=preset, state_dict=sd, file_params=file_params,
+        source=str(path), where="params",
+    )
+    module: nn.Module = resolved.component.build(parsed)
+    load_weights(module, resolved.component, parsed, sd, strict=strict, source=str(path))  # type: ignore[arg-type]
+    dev = resolve_device(str(device)) if device is not None else torch.device("cpu")
+    return module.to(dev).eval()

@@ -1,0 +1,183 @@
+"""Generic components every pipeline needs, shipped as a plugin of the core.
+
+Registered through the entry-point group ``restorekit.plugins`` (name ``builtins``) like any other plugin.
+
+* injector ``generator``: runs a network (forward SR, flow encode, flow decode) on named state entries;
+* loss ``pixel``: l1 / l2 / charbonnier between two state entries;
+* loss ``direct``: a state entry (e.g. ``nll``) used as the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from .components import InjectorComponent, LossComponent, Params, State
+from .errors import UserError
+from .hookspecs import hookimpl
+
+
+def state_get(state: State, key: str, who: str) -> Any:
+    """``state[key]``, or a :class:`UserError` listing the keys present."""
+    try:
+        return state[key]
+    except KeyError:
+        raise UserError(
+            f"{who}: state has no {key!r} (present: {', '.join(sorted(state)) or 'none'})"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# generator injector
+
+
+class GeneratorInjectorParams(Params):
+    """Typed wiring of a generator call (DL-Art-School's ``generator`` injector, by name)."""
+
+    network: str = Field("generator", description="The network to run.")
+    mode: Literal["forward", "encode", "decode", "rrdb"] = Field(
+        "forward",
+        description="forward: sr = net(lq); encode: flow HR→latents (z, nll, logdet); "
+        "decode: flow latents/temperature→sr; rrdb: the conditional RRDB's own SR image (SRFlow stage 1).",
+    )
+    inputs: dict[Literal["hr", "lr", "latents", "temperature"], str] = Field(
+        default_factory=lambda: {"hr": "hq", "lr": "lq"},
+        description="Which state keys feed the call's hr / lr / latents / temperature.",
+    )
+    outputs: dict[Literal["sr", "z", "nll", "logdet"], str] = Field(
+        default_factory=dict,
+        description="Which state keys receive the outputs (default: sr→'sr'; encode: z→'z', nll→'nll', logdet→'logdet').",
+    )
+    add_noise: bool = Field(False, description="encode: uniform dequantisation noise (official training: off).")
+    temperature: float = Field(0.0, ge=0.0, description="decode: temperature when no latents are wired.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "GeneratorInjectorParams":
+        need = {"forward": ("lr",), "rrdb": ("lr",), "encode": ("hr", "lr"), "decode": ("lr",)}[self.mode]
+        missing = [n for n in need if n not in self.inputs]
+        if missing:
+            raise ValueError(f"mode {self.mode!r} needs inputs.{missing[0]}")
+        return self
+
+
+class GeneratorInjector:
+    """Runs ``networks[params.network]`` on state entries and returns the named outputs."""
+
+    def __init__(self, params: GeneratorInjectorParams, networks: Mapping[str, nn.Module]) -> None:
+        if params.network not in networks:
+            raise UserError(
+                f"generator injector: unknown network {params.network!r} "
+                f"(available: {', '.join(sorted(networks))})"
+            )
+        self.params = params
+        self.net = networks[params.network]
+        default = {"forward": {"sr": "sr"}, "rrdb": {"sr": "sr"}, "decode": {"sr": "sr"},
+                   "encode": {"z": "z", "nll": "nll", "logdet": "logdet"}}[params.mode]
+        self.outputs = dict(params.outputs) or default
+        if params.mode in ("encode", "decode") and not (
+            hasattr(self.net, "encode") and hasattr(self.net, "decode")
+        ):
+            raise UserError(f"generator injector: network {params.network!r} is not a flow (mode {params.mode!r})")
+        if params.mode == "rrdb" and not hasattr(self.net, "rrdb_forward"):
+            raise UserError(f"generator injector: network {params.network!r} has no conditional RRDB (mode 'rrdb')")
+
+    def _in(self, state: State, name: str) -> Any:
+        return state_get(state, self.params.inputs[name], f"generator injector ({self.params.network})")
+
+    def __call__(self, state: State, step: int) -> dict[str, Any]:
+        p, net = self.params, self.net
+        if p.mode == "forward":
+            results: dict[str, Any] = {"sr": net(self._in(state, "lr"))}
+        elif p.mode == "rrdb":
+            results = {"sr": net.rrdb_forward(self._in(state, "lr"))}  # type: ignore[operator]
+        elif p.mode == "encode":
+            enc = net.encode(self._in(state, "hr"), self._in(state, "lr"), add_noise=p.add_noise)  # type: ignore[operator]
+            results = {"z": enc.latents, "nll": enc.nll, "logdet": enc.logdet}
+        else:
+            latents = self._in(state, "latents") if "latents" in p.inputs else None
+            temperature = self._in(state, "temperature") if "temperature" in p.inputs else p.temperature
+            results = {"sr": net.decode(self._in(state, "lr"), latents=latents, temperature=temperature)}  # type: ignore[operator]
+        return {key: results[out] for out, key in self.outputs.items() if out in results}
+
+
+def build_generator_injector(params: GeneratorInjectorParams, networks: Mapping[str, nn.Module]) -> GeneratorInjector:
+    return GeneratorInjector(params, networks)
+
+
+# ----------------------------------------------------------------------------------------------------
+# losses
+
+
+class PixelLossParams(Params):
+    pred: str = Field("sr", description="State key of the prediction.")
+    target: str = Field("hq", description="State key of the target.")
+    criterion: Literal["l1", "l2", "mse", "charbonnier"] = Field("l1", description="Distance.")
+    eps: float = Field(1e-6, gt=0, description="charbonnier: sqrt((x-y)^2 + eps^2).")
+
+
+class PixelLoss:
+    """Mean l1 / l2 / charbonnier distance between two state entries."""
+
+    def __init__(self, params: PixelLossParams) -> None:
+        self.params = params
+
+    def __call__(self, state: State) -> Tensor:
+        p = self.params
+        pred = state_get(state, p.pred, "pixel loss")
+        target = state_get(state, p.target, "pixel loss")
+        if pred.shape != target.shape:
+            raise UserError(
+                f"pixel loss: {p.pred!r} has shape {tuple(pred.shape)} but {p.target!r} has {tuple(target.shape)}"
+            )
+        diff = pred.float() - target.float()
+        if p.criterion == "l1":
+            return diff.abs().mean()
+        if p.criterion in ("l2", "mse"):
+            return diff.pow(2).mean()
+        return torch.sqrt(diff.pow(2) + p.eps**2).mean()
+
+
+class DirectLossParams(Params):
+    key: str = Field("nll", description="State key whose (mean) value is the loss.")
+
+
+class DirectLoss:
+    """A state entry (e.g. the flow's ``nll``) averaged over the batch and used as the loss."""
+
+    def __init__(self, params: DirectLossParams) -> None:
+        self.params = params
+
+    def __call__(self, state: State) -> Tensor:
+        value = state_get(state, self.params.key, "direct loss")
+        if not isinstance(value, Tensor):
+            raise UserError(f"direct loss: state {self.params.key!r} is not a tensor")
+        return value.float().mean()
+
+
+# ----------------------------------------------------------------------------------------------------
+# hooks
+
+
+@hookimpl
+def restorekit_injectors() -> list[InjectorComponent[Any]]:
+    return [
+        InjectorComponent(
+            name="generator",
+            params=GeneratorInjectorParams,
+            build=build_generator_injector,
+            summary="Run a generator (forward / flow encode / flow decode / RRDB) on named state keys",
+        )
+    ]
+
+
+@hookimpl
+def restorekit_losses() -> list[LossComponent[Any]]:
+    return [
+        LossComponent(name="pixel", params=PixelLossParams, build=PixelLoss,
+                      summary="l1 / l2 / charbonnier between two state keys"),
+        LossComponent(name="direct", params=DirectLossParams, build=DirectLoss,
+                      summary="A state key (e.g. nll) used as the loss"),
+    ]

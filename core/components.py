@@ -1,0 +1,197 @@
+"""What a hook implementation returns: named components (params model + factory).
+
+Every component declares a pydantic model for its parameters (``extra="forbid"``) and a ``build`` factory
+that turns validated params into the object the pipeline uses:
+
+=============  =====================================================  ==========================================
+kind           ``build`` signature                                      returns
+=============  =====================================================  ==========================================
+generator      ``build(params)``                                       an ``nn.Module`` (see :class:`SRModel`)
+injector       ``build(params, networks)``                             an :class:`Injector`
+loss           ``build(params)``                                       a :class:`Loss`
+validator      ``build(params)``                                       a :class:`Validator`
+=============  =====================================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import (
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    Literal,
+    Mapping,
+    NamedTuple,
+    Protocol,
+    Sequence,
+    TypeVar,
+    runtime_checkable,
+)
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+Kind = Literal["generator", "injector", "loss", "validator"]
+KINDS: tuple[Kind, ...] = ("generator", "injector", "loss", "validator")
+StateDict = Mapping[str, Tensor]
+P = TypeVar("P", bound=BaseModel)
+
+
+class Params(BaseModel):
+    """Base class for component params: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(Params):
+    """For components without parameters."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Component(Generic[P]):
+    """A named, typed building block offered by a plugin.
+
+    ``name`` is what a pipeline spec writes as ``component``; ``params`` validates the spec's ``params``
+    table; ``build`` makes the runtime object; ``summary`` is one line for ``restore-run --list-plugins``.
+    """
+
+    name: str
+    params: type[P]
+    build: Callable[..., Any]
+    summary: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratorComponent(Component[P]):
+    """A generator network. ``build(params) -> nn.Module``.
+
+    Optional checkpoint support (used by :func:`restorekit.load` and ``networks.<name>.checkpoint``):
+
+    * ``detect(state_dict) -> bool``: does this (canonicalised) state dict belong to this component?
+    * ``params_from_state_dict(state_dict) -> dict``: the params that can be read off the tensors;
+      the user's explicit params override them, and a conflict is reported by ``convert_state_dict``.
+    * ``convert_state_dict(state_dict, params) -> dict``: keys renamed to the built module's own names,
+      raising :class:`restorekit.UserError` naming the parameter when the file does not fit ``params``.
+    * ``presets``: named params sets (``preset = "srflow-df2k-4x"`` in a spec, or ``load(..., preset=)``).
+    """
+
+    detect: Callable[[StateDict], bool] | None = None
+    params_from_state_dict: Callable[[StateDict], dict[str, Any]] | None = None
+    convert_state_dict: Callable[[StateDict, Any], dict[str, Tensor]] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InjectorComponent(Component[P]):
+    """``build(params, networks: Mapping[str, nn.Module]) -> Injector``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossComponent(Component[P]):
+    """``build(params) -> Loss``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidatorComponent(Component[P]):
+    """``build(params) -> Validator``."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Runtime protocols
+
+
+@runtime_checkable
+class SRModel(Protocol):
+    """What a generator module offers: ``model(lr)`` maps a float (B,C,h,w) batch in [0,1] to SR.
+
+    ``scale``: the upscaling factor. ``size_multiple``: the LR height/width must be a multiple of it
+    (inference pads by reflection and crops back). ``arch_params``: the params (a plain dict) that rebuild
+    the module; restorekit writes them next to the weights.
+    """
+
+    scale: int
+    size_multiple: int
+
+    def __call__(self, lr: Tensor) -> Tensor: ...
+
+
+class EncodeResult(NamedTuple):
+    """``latents``: list of tensors (split latents first, top-level z last); ``nll`` in bits per pixel
+    (official SRFlow definition, shape (B,)); ``logdet`` (B,)."""
+
+    latents: list[Tensor]
+    nll: Tensor
+    logdet: Tensor
+
+
+@runtime_checkable
+class FlowModel(SRModel, Protocol):
+    """A conditional normalising flow (e.g. SRFlow): invertible between HR images and latents given LR.
+
+    ``temperature`` may be a float or a (B,1,H,W) / (1,1,H,W) map in HR resolution, resized per level.
+    """
+
+    def encode(self, hr: Tensor, lr: Tensor, add_noise: bool = False) -> EncodeResult: ...
+
+    def decode(
+        self,
+        lr: Tensor,
+        latents: Sequence[Tensor] | None = None,
+        temperature: float | Tensor = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
+
+    def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, ...]]: ...
+
+
+State = dict[str, Any]
+"""The training/eval state: named tensors (``hq``, ``lq``, then whatever injectors write)."""
+
+
+class Injector(Protocol):
+    """Reads named entries of the state, returns new named entries (merged into the state)."""
+
+    def __call__(self, state: State, step: int) -> dict[str, Any]: ...
+
+
+class Loss(Protocol):
+    """Returns a scalar tensor (already weighted) computed from the state."""
+
+    def __call__(self, state: State) -> Tensor: ...
+
+
+class Sample(NamedTuple):
+    """One validation item: ``lq`` (1,C,h,w) and ``hq`` (1,C,H,W) in [0,1], and a name for reports."""
+
+    name: str
+    lq: Tensor
+    hq: Tensor
+
+
+@dataclass
+class ValidationContext:
+    """What a validator gets besides the model: device, scale, step, and a folder for its pictures."""
+
+    device: torch.device
+    scale: int
+    step: int = 0
+    output_dir: Path | None = None
+
+
+class ValidationResult(NamedTuple):
+    """``metrics``: averaged named numbers; ``per_image``: one dict per sample (``name`` + metrics)."""
+
+    metrics: dict[str, float]
+    per_image: list[dict[str, Any]]
+
+
+class Validator(Protocol):
+    """Measures a model over samples."""
+
+    def __call__(
+        self, model: Any, samples: Iterable[Sample], ctx: ValidationContext
+    ) -> ValidationResult: ...

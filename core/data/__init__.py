@@ -1,0 +1,1 @@
+"""Image io, datasets, downsamplers and corruptions."""

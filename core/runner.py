@@ -1,0 +1,35 @@
+"""Run a plan: dispatch to training, evaluation or inference. Returns the process exit status."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .plan import Plan
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def execute(plan: Plan) -> int:
+    """Run ``plan`` in its mode; 0 on success, 1 when part of the work failed."""
+    run = plan.spec.run
+    seed_everything(run.seed, run.deterministic)
+    if run.mode == "train":
+        from .train import train
+
+        return train(plan).exit_code
+    if run.mode == "eval":
+        from .evaluate import evaluate
+
+        return evaluate(plan).exit_code
+    from .infer import infer
+
+    return infer(plan).exit_code

@@ -1,0 +1,159 @@
+"""RRDBNet, the ESRGAN generator, as a plain ``nn.Module`` (no restorekit imports).
+
+Module names follow the official SRFlow repository (``conv_first``, ``RRDB_trunk.N.RDBk.convj``,
+``trunk_conv``, ``upconvM``, ``HRconv``, ``conv_last``), so official state dicts load with no renaming;
+``restorekit_rrdb.formats`` converts the BasicSR and old-ESRGAN layouts to these names.
+
+Two wirings of the long skip share the same parameters (see ``docs/srflow-architecture.md`` §2.3):
+
+* ``variant="esrgan"`` (xinntao-ESRGAN, BasicSR, Real-ESRGAN): ``F = conv_first(x) + trunk_conv(T)``;
+* ``variant="srflow"`` (the SRFlow repository and every SRFlow checkpoint): ``F = T + trunk_conv(T)``,
+
+with ``T`` the output of the last trunk block.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Variant = Literal["esrgan", "srflow"]
+
+
+def _lrelu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.2)
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five densely connected 3x3 convolutions; ``x + 0.2 * conv5([x, x1..x4])``."""
+
+    def __init__(self, *, nf: int = 64, gc: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
+        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
+        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
+        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
+        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = _lrelu(self.conv1(x))
+        x2 = _lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = _lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = _lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x + 0.2 * x5
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three RDBs and a scaled residual."""
+
+    def __init__(self, *, nf: int = 64, gc: int = 32) -> None:
+        super().__init__()
+        self.RDB1 = ResidualDenseBlock(nf=nf, gc=gc)
+        self.RDB2 = ResidualDenseBlock(nf=nf, gc=gc)
+        self.RDB3 = ResidualDenseBlock(nf=nf, gc=gc)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + 0.2 * self.RDB3(self.RDB2(self.RDB1(x)))
+
+
+class RRDBFeatures(NamedTuple):
+    """What ``RRDBNet.forward(x, return_features=True)`` returns.
+
+    ``out``: the SR image. ``last_lr_fea``: F (LR resolution, nf channels).
+    ``fea_up``: ``{2: fea_up2, 4: fea_up4, ...}`` the activated upsampling-stage outputs.
+    ``blocks``: ``{index: B_index}`` the requested trunk block outputs (0-based).
+    """
+
+    out: Tensor
+    last_lr_fea: Tensor
+    fea_up: dict[int, Tensor]
+    blocks: dict[int, Tensor]
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN's RRDB network for scale 2, 4, 8 or 16 (one nearest-x2 + conv stage per factor 2)."""
+
+    def __init__(
+        self,
+        *,
+        in_nc: int = 3,
+        out_nc: int = 3,
+        nf: int = 64,
+        nb: int = 23,
+        gc: int = 32,
+        scale: int = 4,
+        variant: Variant = "esrgan",
+    ) -> None:
+        super().__init__()
+        if scale not in (1, 2, 4, 8, 16):
+            raise ValueError(f"RRDBNet: scale must be 1, 2, 4, 8 or 16, got {scale}")
+        if variant not in ("esrgan", "srflow"):
+            raise ValueError(f"RRDBNet: variant must be 'esrgan' or 'srflow', got {variant!r}")
+        self.in_nc, self.out_nc, self.nf, self.nb, self.gc = in_nc, out_nc, nf, nb, gc
+        self.scale = scale
+        self.variant: Variant = variant
+        self.gradient_checkpointing = False
+        self.conv_first = nn.Conv2d(in_nc, nf, 3, 1, 1)
+        self.RRDB_trunk = nn.Sequential(*[RRDB(nf=nf, gc=gc) for _ in range(nb)])
+        self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.n_up = int(math.log2(scale))
+        for m in range(1, self.n_up + 1):
+            setattr(self, f"upconv{m}", nn.Conv2d(nf, nf, 3, 1, 1))
+        self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, out_nc, 3, 1, 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_nc={self.in_nc}, out_nc={self.out_nc}, nf={self.nf}, nb={self.nb}, gc={self.gc}, "
+            f"scale={self.scale}, variant={self.variant!r}"
+        )
+
+    def _trunk(self, fea: Tensor, keep: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        blocks: dict[int, Tensor] = {}
+        wanted = set(keep)
+        for i, block in enumerate(self.RRDB_trunk):
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                fea = checkpoint(block, fea, use_reentrant=False)
+            else:
+                fea = block(fea)
+            if i in wanted:
+                blocks[i] = fea
+        return fea, blocks
+
+    def forward(
+        self, x: Tensor, *, return_features: bool = False, block_ids: Sequence[int] = ()
+    ) -> Tensor | RRDBFeatures:
+        for b in block_ids:
+            if not 0 <= b < self.nb:
+                raise ValueError(f"RRDBNet: block index {b} out of range 0..{self.nb - 1}")
+        f0 = self.conv_first(x)
+        trunk, blocks = self._trunk(f0, block_ids)
+        if self.variant == "srflow":
+            fea = trunk + self.trunk_conv(trunk)
+        else:
+            fea = f0 + self.trunk_conv(trunk)
+        last_lr_fea = fea
+        fea_up: dict[int, Tensor] = {}
+        for m in range(1, self.n_up + 1):
+            conv = getattr(self, f"upconv{m}")
+            fea = _lrelu(conv(F.interpolate(fea, scale_factor=2, mode="nearest")))
+            fea_up[2**m] = fea
+        out = self.conv_last(_lrelu(self.HRconv(fea)))
+        if return_features:
+            return RRDBFeatures(out, last_lr_fea, fea_up, blocks)
+        return out
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
