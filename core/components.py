@@ -159,7 +159,7 @@ class Injector(Protocol):
 
 
 class Loss(Protocol):
-    """Returns a scalar tensor (already weighted) computed from the state."""
+    """Returns a scalar tensor computed from the state (the trainer multiplies it by the spec's ``weight``)."""
 
     def __call__(self, state: State) -> Tensor: ...
 

@@ -1,4 +1,6 @@
-"""Run a plan: dispatch to training, evaluation or inference. Returns the process exit status."""
+"""Run a plan: dispatch to training, evaluation or inference. Returns the process exit status.
+
+A train pipeline with an ``[infer]`` table runs that inference with the trained networks afterwards."""
 
 from __future__ import annotations
 
@@ -25,7 +27,12 @@ def execute(plan: Plan) -> int:
     if run.mode == "train":
         from .train import train
 
-        return train(plan).exit_code
+        result = train(plan)
+        if result.exit_code != 0 or plan.spec.infer is None:
+            return result.exit_code
+        from .infer import infer
+
+        return infer(plan, networks=result.networks).exit_code
     if run.mode == "eval":
         from .evaluate import evaluate
 

@@ -10,6 +10,10 @@ Two wirings of the long skip share the same parameters (see ``docs/srflow-archit
 * ``variant="srflow"`` (the SRFlow repository and every SRFlow checkpoint): ``F = T + trunk_conv(T)``,
 
 with ``T`` the output of the last trunk block.
+
+``pixel_unshuffle=True`` is Real-ESRGAN's layout for its x2 and x1 models: the input is pixel-unshuffled by
+``4 // scale`` (so ``conv_first`` takes ``in_nc * (4 // scale)**2`` channels) and the network then upsamples
+by 4, as for ``scale=4``. Such a network needs LR sizes that are multiples of ``size_multiple = 4 // scale``.
 """
 
 from __future__ import annotations
@@ -80,7 +84,14 @@ class RRDBFeatures(NamedTuple):
 
 
 class RRDBNet(nn.Module):
-    """ESRGAN's RRDB network for scale 2, 4, 8 or 16 (one nearest-x2 + conv stage per factor 2)."""
+    """ESRGAN's RRDB network for scale 1, 2, 4, 8 or 16 (one nearest-x2 + conv stage per factor 2).
+
+    ``model(lr)`` maps a (B, in_nc, h, w) batch to (B, out_nc, scale*h, scale*w). Attributes for restorekit:
+    ``scale``, ``size_multiple`` (h and w must be multiples of it: 1, or ``4 // scale`` with
+    ``pixel_unshuffle``) and ``arch_params`` (the keyword arguments that rebuild the module).
+    """
+
+    size_multiple: int = 1
 
     def __init__(
         self,
@@ -92,20 +103,30 @@ class RRDBNet(nn.Module):
         gc: int = 32,
         scale: int = 4,
         variant: Variant = "esrgan",
+        pixel_unshuffle: bool = False,
     ) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8, 16):
             raise ValueError(f"RRDBNet: scale must be 1, 2, 4, 8 or 16, got {scale}")
         if variant not in ("esrgan", "srflow"):
             raise ValueError(f"RRDBNet: variant must be 'esrgan' or 'srflow', got {variant!r}")
+        if pixel_unshuffle and scale not in (1, 2):
+            raise ValueError(f"RRDBNet: pixel_unshuffle needs scale 1 or 2, got {scale}")
         self.in_nc, self.out_nc, self.nf, self.nb, self.gc = in_nc, out_nc, nf, nb, gc
         self.scale = scale
         self.variant: Variant = variant
+        self.pixel_unshuffle = pixel_unshuffle
+        self.unshuffle_factor = 4 // scale if pixel_unshuffle else 1
+        self.size_multiple = self.unshuffle_factor
+        self.arch_params: dict[str, object] = {
+            "in_nc": in_nc, "out_nc": out_nc, "nf": nf, "nb": nb, "gc": gc, "scale": scale,
+            "variant": variant, "pixel_unshuffle": pixel_unshuffle,
+        }
         self.gradient_checkpointing = False
-        self.conv_first = nn.Conv2d(in_nc, nf, 3, 1, 1)
+        self.conv_first = nn.Conv2d(in_nc * self.unshuffle_factor**2, nf, 3, 1, 1)
         self.RRDB_trunk = nn.Sequential(*[RRDB(nf=nf, gc=gc) for _ in range(nb)])
         self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.n_up = int(math.log2(scale))
+        self.n_up = 2 if pixel_unshuffle else int(math.log2(scale))
         for m in range(1, self.n_up + 1):
             setattr(self, f"upconv{m}", nn.Conv2d(nf, nf, 3, 1, 1))
         self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
@@ -115,6 +136,7 @@ class RRDBNet(nn.Module):
         return (
             f"in_nc={self.in_nc}, out_nc={self.out_nc}, nf={self.nf}, nb={self.nb}, gc={self.gc}, "
             f"scale={self.scale}, variant={self.variant!r}"
+            + (", pixel_unshuffle=True" if self.pixel_unshuffle else "")
         )
 
     def _trunk(self, fea: Tensor, keep: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
@@ -137,6 +159,8 @@ class RRDBNet(nn.Module):
         for b in block_ids:
             if not 0 <= b < self.nb:
                 raise ValueError(f"RRDBNet: block index {b} out of range 0..{self.nb - 1}")
+        if self.unshuffle_factor > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle_factor)
         f0 = self.conv_first(x)
         trunk, blocks = self._trunk(f0, block_ids)
         if self.variant == "srflow":
@@ -156,4 +180,5 @@ class RRDBNet(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (every tensor of ``module.parameters()``)."""
     return sum(p.numel() for p in module.parameters())

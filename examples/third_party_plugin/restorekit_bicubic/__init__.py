@@ -1,0 +1,5 @@
+"""A learning-free upsampler, packaged as a restorekit plugin."""
+
+from .model import BicubicParams, Upsampler, build
+
+__all__ = ["BicubicParams", "Upsampler", "build"]
