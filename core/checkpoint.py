@@ -71,9 +71,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             raw = torch.load(str(p), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise UserError(
-                f"{p}: refused to load: the pickle needs code beyond plain tensors ({_first_line(exc)})"
-            ) from None
+            text = str(exc)
+            if "GLOBAL" in text or "global" in text:
+                what = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+                raise UserError(
+                    f"{p}: refused to load: the pickle would run code beyond plain tensors ({what[:160]})"
+                ) from None
+            raise UserError(f"{p}: not a readable PyTorch checkpoint (corrupt or not a pickle)") from None
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
             raise UserError(f"{p}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     return canonicalize_state_dict(raw, source=str(p))

@@ -127,7 +127,10 @@ def load_weights(
 ) -> None:
     """Convert ``sd`` to the module's key names (the component's job) and load it; a tensor of the wrong
     shape, or (``strict``) a missing or unexpected tensor, is a one-line :class:`UserError`."""
-    converted = comp.convert_state_dict(sd, params) if comp.convert_state_dict is not None else dict(sd)
+    try:
+        converted = comp.convert_state_dict(sd, params) if comp.convert_state_dict is not None else dict(sd)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
     own = module.state_dict()
     for key, value in converted.items():
         if key in own and own[key].shape != value.shape:

@@ -141,7 +141,9 @@ def _rename_old(sd: StateDict) -> dict[str, str]:
     nb = max(blocks) + 1
     if sub_convs != {nb}:
         found = ", ".join(f"model.1.sub.{i}" for i in sorted(sub_convs)) or "none"
-        raise UserError(f"old ESRGAN layout: expected the trunk conv at model.1.sub.{nb} after {nb} blocks, found {found}")
+        raise UserError(
+            f"old ESRGAN layout: expected the trunk conv at model.1.sub.{nb} after {nb} blocks, found {found}"
+        )
     names: dict[str, str] = {}
     for key in sd:
         if m := _OLD_RDB.match(key):

@@ -14,7 +14,7 @@ clamp the SR image to [0, 1] and compare it with ``hq``; ``crop_border = None`` 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import torch
@@ -100,7 +100,9 @@ class FidelityParams(Params):
         "rgb", description="'rgb': all channels; 'y': the Y of YCbCr (BT.601, MATLAB rgb2ycbcr), as SR papers."
     )
     crop_border: int | None = Field(
-        None, ge=0, description="Pixels removed from each side before measuring; unset: the model's scale."
+        None,
+        ge=0,
+        description="Pixels removed from each side before measuring; unset: the scale (ValidationContext.scale).",
     )
 
 
@@ -123,7 +125,8 @@ def super_resolve(model: Any, lq: Tensor, scale: int) -> Tensor:
     h, w = lq.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        lq = F.pad(lq, (0, pw, 0, ph), mode="reflect")
+        mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs a pad smaller than the size
+        lq = F.pad(lq, (0, pw, 0, ph), mode=mode)
     sr = model(lq)
     if ph or pw:
         sr = sr[..., : h * scale, : w * scale]
@@ -134,7 +137,6 @@ class _FidelityValidator:
     """Runs the model on each sample and averages one metric over the images."""
 
     metric: str
-    fn: Callable[..., float]
 
     def __init__(self, params: FidelityParams | None = None) -> None:
         self.params = params if params is not None else FidelityParams()
@@ -171,28 +173,36 @@ class _FidelityValidator:
                 f"{self.metric}: sample {sample.name!r}: SR is {sr.shape[-2]}x{sr.shape[-1]} but HQ is "
                 f"{hq.shape[-2]}x{hq.shape[-1]} (crop HQ to a multiple of the scale)"
             )
-        values = [
-            type(self).fn(_to_hwc(s), _to_hwc(h), channel=self.params.channel, crop_border=crop)
-            for s, h in zip(sr, hq.to(sr.device))
-        ]
+        try:
+            values = [self.compare(_to_hwc(s), _to_hwc(h), crop) for s, h in zip(sr, hq)]
+        except ValueError as exc:
+            raise UserError(f"{self.metric}: sample {sample.name!r}: {exc}") from None
         return float(np.mean(values))
+
+    def compare(self, sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
+        """The metric of one (H, W, C) image pair in [0, 1]."""
+        raise NotImplementedError
 
 
 class PSNR(_FidelityValidator):
     """The ``psnr`` validator: mean PSNR (dB) over the samples, see :func:`psnr`."""
 
     metric = "psnr"
-    fn = staticmethod(psnr)
 
     def __init__(self, params: PSNRParams | None = None) -> None:
         super().__init__(params if params is not None else PSNRParams())
+
+    def compare(self, sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
+        return psnr(sr, hr, channel=self.params.channel, crop_border=crop_border)
 
 
 class SSIM(_FidelityValidator):
     """The ``ssim`` validator: mean SSIM over the samples, see :func:`ssim`."""
 
     metric = "ssim"
-    fn = staticmethod(ssim)
 
     def __init__(self, params: SSIMParams | None = None) -> None:
         super().__init__(params if params is not None else SSIMParams())
+
+    def compare(self, sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
+        return ssim(sr, hr, channel=self.params.channel, crop_border=crop_border)

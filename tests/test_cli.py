@@ -1,0 +1,118 @@
+"""restore-run: plugin listing, schema, dry run, and the bad-input corpus (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from restorekit.cli import main
+
+TINY_RRDB = 'component = "rrdb"\nparams = { nf = 8, nb = 1, gc = 4, scale = 2 }\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def infer_spec(extra_net: str = "", infer: str = 'inputs = ["in"]\n') -> str:
+    return (
+        '[run]\nmode = "infer"\ndevice = "cpu"\noutput_dir = "out"\n'
+        f"[networks.generator]\n{TINY_RRDB}{extra_net}"
+        f"[infer]\n{infer}"
+    )
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_plugins_shows_first_party_components(capsys) -> None:
+    code, out, _ = run_cli(["--list-plugins", "--json"], capsys)
+    assert code == 0
+    plugins = {p["name"]: p for p in json.loads(out)["plugins"]}
+    assert plugins["srflow"]["components"] == {"generator": ["srflow"]}
+    assert plugins["rrdb"]["components"] == {"generator": ["rrdb"]}
+    assert plugins["builtins"]["components"] == {"injector": ["generator"], "loss": ["pixel", "direct"]}
+    assert sorted(plugins["validators"]["components"]["validator"]) == ["gaussian_distance", "psnr", "ssim"]
+    assert all(p["status"] == "ok" and p["distribution"] == "restorekit" for p in plugins.values())
+    code, out, _ = run_cli(["--list-plugins"], capsys)
+    assert code == 0 and "srflow  [ok]  (restorekit" in out and "generator srflow" in out
+
+
+def test_schema_is_json_schema(capsys) -> None:
+    code, out, _ = run_cli(["--schema"], capsys)
+    schema = json.loads(out)
+    assert code == 0 and {"run", "networks", "infer", "train"} <= set(schema["properties"])
+
+
+def test_dry_run_prints_plan_with_parameter_counts(tmp_path: Path, capsys) -> None:
+    p = write(tmp_path, infer_spec())
+    code, out, err = run_cli([str(p), "--dry-run"], capsys)
+    assert code == 0, err
+    # RRDB nf 8, nb 1, gc 4, scale 2 (one upsampling stage): count from the formula of the architecture doc
+    nf, gc = 8, 4
+    rdb = sum(9 * (nf + j * gc) * gc + gc for j in range(4)) + 9 * (nf + 4 * gc) * nf + nf
+    expected = (27 * nf + nf) + 3 * rdb + (2 + 1) * (9 * nf * nf + nf) + (27 * nf + 3)
+    assert f"generator: rrdb ({expected:,} parameters" in out
+    assert "device: cpu" in out and "mode: infer" in out and "rrdb" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_set_overrides_reach_the_plan(tmp_path: Path, capsys) -> None:
+    p = write(tmp_path, infer_spec())
+    code, out, err = run_cli([str(p), "--dry-run", "--set", "networks.generator.params.nb=2", "--set", "run.seed=5"], capsys)
+    assert code == 0, err
+    assert "nb=2" in out and "seed: 5" in out
+
+
+BAD_INPUTS = [
+    # (pipeline text or None for a missing file, extra args, expected stderr fragment)
+    (None, [], "missing.toml: file not found"),
+    ("[run\n", [], "TOML syntax error"),
+    (infer_spec().replace('mode = "infer"', 'mode = "infer"\nseeed = 1'), [], "run.seeed: unknown field (did you mean 'seed'?)"),
+    (infer_spec().replace('component = "rrdb"', 'component = "rrbd"'), [],
+     "networks.generator.component: unknown generator 'rrbd' (did you mean 'rrdb'?)"),
+    (infer_spec().replace("nb = 1", 'nb = "one"'), [], "networks.generator.params.nb: Input should be a valid integer"),
+    (infer_spec().replace("nf = 8", "nff = 8"), [], "networks.generator.params.nff: unknown field (did you mean 'nf'?)"),
+    (infer_spec(extra_net='checkpoint = "nope.pth"\n'), [], "networks.generator.checkpoint: "),
+    (infer_spec(), ["--set", "run.device=cuda:7"], "run.device: 'cuda:7' asked for"),
+    (infer_spec(), ["--set", "run.nothing"], "--set run.nothing: expected dotted.key=value"),
+    (infer_spec(infer='inputs = ["in"]\ntile = { size = 2 }\n'), [], "infer.tile.size: Input should be greater than or equal to 8"),
+]
+
+
+@pytest.mark.parametrize("text, extra, fragment", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path, capsys, text, extra, fragment) -> None:
+    path = tmp_path / "missing.toml" if text is None else write(tmp_path, text)
+    if "cuda:7" in " ".join(extra) and torch.cuda.device_count() > 7:
+        pytest.skip("machine has 8 GPUs")
+    code, out, err = run_cli([str(path), *extra], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("restore-run: error: "), err
+    assert fragment in lines[0]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if text is None else ["p.toml"])
+
+
+def test_bad_checkpoint_file_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "w.pth").write_bytes(b"not a checkpoint at all")
+    p = write(tmp_path, infer_spec(extra_net='checkpoint = "w.pth"\n'))
+    code, _, err = run_cli([str(p)], capsys)
+    assert code == 2 and "w.pth: not a readable PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_wrong_architecture_checkpoint_names_the_parameter(tmp_path: Path, capsys) -> None:
+    from restorekit_rrdb.arch import RRDBNet
+
+    torch.save(RRDBNet(nf=8, nb=2, gc=4, scale=2).state_dict(), tmp_path / "w.pth")
+    p = write(tmp_path, infer_spec(extra_net='checkpoint = "w.pth"\n'))
+    code, _, err = run_cli([str(p)], capsys)
+    assert code == 2 and "nb" in err and len(err.strip().splitlines()) == 1, err
