@@ -24,10 +24,16 @@ Latents = list[Tensor]
 Temperature = float | Tensor
 
 
-def _check_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+def _check_shape(shape: Sequence[int], batch: int | None = None) -> tuple[int, int, int, int]:
+    """A full (B, C, h, w) shape: a per-sample (C, h, w) shape gets ``batch`` (default 1) in front; ``batch``
+    also replaces the batch size of a (B, C, h, w) shape when given."""
     dims = tuple(int(d) for d in shape)
+    if len(dims) == 3:
+        dims = (1 if batch is None else batch,) + dims
+    elif len(dims) == 4 and batch is not None:
+        dims = (batch,) + dims[1:]
     if len(dims) != 4 or any(d < 0 for d in dims):
-        raise ValueError(f"latent shapes must be (B, C, h, w), got {tuple(shape)}")
+        raise ValueError(f"latent shapes must be (B, C, h, w) or per-sample (C, h, w), got {tuple(shape)}")
     return dims  # type: ignore[return-value]
 
 
@@ -60,16 +66,20 @@ def sample_latents(
     temperature: Temperature = 1.0,
     generator: torch.Generator | None = None,
     *,
+    batch: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Latents:
     """Draw latents ~ N(0, T²) of the given (B, C, h, w) shapes, in list order.
 
+    Per-sample (C, h, w) shapes (as SRFlow's ``latent_shapes`` gives them) are drawn with batch ``batch``
+    (default 1); ``batch`` also overrides the batch size of full shapes.
+
     The standard-normal noise is drawn on ``generator``'s device (or ``device``, or the CPU) level by level in
     list order, then multiplied by the temperature; so the same generator state gives the same noise at every
     temperature (a sample at T=0.5 is the T=1 sample scaled by a half). The result is moved to ``device``.
     """
-    dims = [_check_shape(s) for s in shapes]
+    dims = [_check_shape(s, batch) for s in shapes]
     draw_device = generator.device if generator is not None else (device or "cpu")
     noise = [torch.randn(d, generator=generator, device=draw_device, dtype=dtype) for d in dims]
     if device is not None:
@@ -122,8 +132,8 @@ def _level_ratios(hw: Sequence[tuple[int, int]]) -> list[int] | None:
 def transfer_latents(ref_latents: Sequence[Tensor], target_shapes: Sequence[Sequence[int]]) -> Latents:
     """Centre crops of a reference's latents with the target's shapes (latent "style" transfer).
 
-    Every level of ``ref_latents`` (B_ref, C, h, w) is cropped to the matching (B, C, H, W) target shape; a
-    reference batch of 1 is repeated to B. When the levels are nested (each level an integer multiple of the
+    Every level of ``ref_latents`` (B_ref, C, h, w) is cropped to the matching (B, C, H, W) target shape (a
+    per-sample (C, H, W) shape keeps the reference's batch); a reference batch of 1 is repeated to B. When the levels are nested (each level an integer multiple of the
     smallest, in reference and target alike, as in every flow) the crops are aligned: they cover the same image
     region at every level. Otherwise each level is centre-cropped on its own.
 
@@ -133,7 +143,9 @@ def transfer_latents(ref_latents: Sequence[Tensor], target_shapes: Sequence[Sequ
         raise UserError(
             f"latent transfer: the reference has {len(ref_latents)} latent levels, the target {len(target_shapes)}"
         )
-    dims = [_check_shape(s) for s in target_shapes]
+    dims = [
+        _check_shape(s, int(z.shape[0]) if len(s) == 3 else None) for s, z in zip(target_shapes, ref_latents)
+    ]
     for k, (z, (b, c, hh, ww)) in enumerate(zip(ref_latents, dims)):
         if z.dim() != 4 or z.shape[1] != c:
             raise UserError(

@@ -180,10 +180,19 @@ class OptimizerSpec(SpecModel):
     weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
 
 
-class StepSpec(SpecModel):
-    """One optimizer step: the injectors run in order, the losses are summed and back-propagated."""
+class StepSpec(Schedule):
+    """One optimizer step: the injectors run in order, the losses are summed and back-propagated.
+
+    ``every``/``after``/``before`` schedule the whole step; ``only`` restricts which parameters it updates, so the
+    three SRFlow stages can be written as three steps (RRDB on L1, flow with the RRDB frozen, everything).
+    """
 
     networks: list[str] = Field(min_length=1, description="Networks this step optimizes.")
+    only: list[str] | None = Field(
+        None,
+        description="Update only parameters whose names start with one of these prefixes "
+        "(e.g. ['RRDB.'] or ['flowUpsamplerNet.']); default: all trainable parameters.",
+    )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer per network.")
     injectors: dict[str, InjectorSpec] = Field(default_factory=dict, description="In order of the file.")
     losses: dict[str, LossSpec] = Field(min_length=1, description="Summed into the step's loss.")

@@ -361,7 +361,9 @@ def tiled_flow_decode(
         raise ValueError("tiled_flow_decode: no latent sets")
     scale = int(model.scale)
     lr_hw = _hw(lr.shape)
-    align = flow_alignment(scale, int(getattr(model, "size_multiple", 1) or 1), lr_hw, latent_sets[0])
+    align = flow_alignment(
+        scale, int(getattr(model, "size_multiple", 1) or 1), lr_hw, [tuple(z.shape) for z in latent_sets[0]]
+    )
     if lr_hw[0] % align or lr_hw[1] % align:
         raise ValueError(f"tiled_flow_decode: LR size {lr_hw} is not a multiple of the alignment {align}")
     run = decode or flow_decoder(model)

@@ -109,10 +109,13 @@ def test_bad_checkpoint_file_is_refused(tmp_path: Path, capsys) -> None:
     assert code == 2 and "w.pth: not a readable PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
-def test_wrong_architecture_checkpoint_names_the_parameter(tmp_path: Path, capsys) -> None:
+def test_wrong_architecture_checkpoint_names_the_parameter(tmp_path: Path, capsys, sample_png) -> None:
     from restorekit_rrdb.arch import RRDBNet
 
+    sample_png("coffee", size=16, folder=tmp_path / "in")
     torch.save(RRDBNet(nf=8, nb=2, gc=4, scale=2).state_dict(), tmp_path / "w.pth")
     p = write(tmp_path, infer_spec(extra_net='checkpoint = "w.pth"\n'))
     code, _, err = run_cli([str(p)], capsys)
-    assert code == 2 and "nb" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith("w.pth: nb: checkpoint has 2 blocks, params say 1"), err
+    assert not (tmp_path / "out" / "infer" / "coffee.png").exists()

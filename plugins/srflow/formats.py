@@ -1,0 +1,135 @@
+"""SRFlow checkpoint layouts: detection, hyper-parameters read off the tensors, key conversion.
+
+Accepted: the official SRFlow names (``RRDB.RRDB_trunk.N.RDBk.convj`` ...) and DL-Art-School's, whose RRDB part
+uses BasicSR names (``RRDB.body.N.rdbk.convj``, ``RRDB.conv_body``, ``RRDB.conv_upM``, ``RRDB.conv_hr``); the flow
+part (``flowUpsamplerNet.*``) is identical in both. ``module.`` prefixes are stripped by the core beforehand.
+
+The stacked RRDB block indices cannot be read from weights (only their count can): for the published geometries
+they are the official ones (see :data:`PRESETS`), when every block is stacked they are ``0..nb-1``; otherwise the
+spec must give ``stack_blocks``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from restorekit.components import StateDict
+from restorekit.errors import UserError
+from restorekit_rrdb import params_from_state_dict as rrdb_params
+from restorekit_rrdb import to_official_names
+from torch import Tensor
+
+from .params import PRESETS, SRFlowParams
+
+RRDB_PREFIX = "RRDB."
+FLOW_PREFIX = "flowUpsamplerNet."
+_LAYER = re.compile(r"^flowUpsamplerNet\.layers\.(\d+)\.(.+)$")
+
+
+def detect(sd: StateDict) -> bool:
+    """An SRFlow checkpoint has flow layers and an RRDB under ``RRDB.``."""
+    return any(k.startswith(FLOW_PREFIX) for k in sd) and any(k.startswith(RRDB_PREFIX) for k in sd)
+
+
+def _rrdb_part(sd: StateDict) -> dict[str, Tensor]:
+    return {k[len(RRDB_PREFIX) :]: v for k, v in sd.items() if k.startswith(RRDB_PREFIX)}
+
+
+def _layer_kinds(sd: StateDict) -> list[str]:
+    """'squeeze' | 'step' | 'cond' | 'split' for every index of ``flowUpsamplerNet.layers``."""
+    keys: dict[int, set[str]] = {}
+    for k in sd:
+        m = _LAYER.match(k)
+        if m:
+            keys.setdefault(int(m.group(1)), set()).add(m.group(2))
+    if not keys:
+        raise UserError("srflow checkpoint: no flowUpsamplerNet.layers.* tensors")
+    kinds = []
+    for i in range(max(keys) + 1):
+        names = keys.get(i, set())
+        if not names:
+            kinds.append("squeeze")
+        elif "conv.weight" in names:
+            kinds.append("split")
+        elif any(n.startswith("affine.") for n in names):
+            kinds.append("cond")
+        else:
+            kinds.append("step")
+    return kinds
+
+
+def _structure(sd: StateDict) -> dict[str, Any]:
+    kinds = _layer_kinds(sd)
+    levels: list[list[str]] = []
+    for kind in kinds:
+        if kind == "squeeze":
+            levels.append([])
+        elif not levels:
+            raise UserError("srflow checkpoint: flow layers do not start with a squeeze")
+        else:
+            levels[-1].append(kind)
+    L = len(levels)
+    K = levels[0].count("cond")
+    A = levels[0].count("step")
+    splits = sum(lv.count("split") for lv in levels)
+    if any(lv.count("cond") != K or lv.count("step") != A for lv in levels):
+        raise UserError("srflow checkpoint: levels differ in their number of flow steps")
+    return {"L": L, "K": K, "additional_flow_no_affine": A, "splits": splits, "kinds": kinds}
+
+
+def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
+    """Architecture params read off an SRFlow state dict (official or DL-Art-School names)."""
+    rr = rrdb_params(to_official_names(_rrdb_part(sd)))
+    out: dict[str, Any] = {k: rr[k] for k in ("in_nc", "out_nc", "nf", "nb", "gc", "scale") if k in rr}
+    st = _structure(sd)
+    out.update(L=st["L"], K=st["K"], additional_flow_no_affine=st["additional_flow_no_affine"])
+    out["split_correct_levels"] = st["splits"] > max(0, st["L"] - 2)
+    i = st["kinds"].index("cond")
+    w = sd[f"flowUpsamplerNet.layers.{i}.affine.fFeatures.0.weight"]
+    out["hidden_channels"] = int(w.shape[0])
+    cond = int(w.shape[1])
+    nf = out.get("nf", 64)
+    n_stack = cond // nf - 1
+    for preset in PRESETS.values():
+        if preset["nb"] == out.get("nb") and preset["scale"] == out.get("scale") and len(preset["stack_blocks"]) == n_stack:
+            out["stack_blocks"] = list(preset["stack_blocks"])
+            break
+    else:
+        if n_stack == out.get("nb"):
+            out["stack_blocks"] = list(range(n_stack))
+    ratio = out.get("scale", 4) / 2 ** st["L"]
+    if ratio <= 0.25:
+        out["fea_up_minus1"] = True
+    return out
+
+
+def _check(params: SRFlowParams, name: str, file_value: Any, what: str) -> None:
+    if getattr(params, name) != file_value:
+        raise UserError(f"{name}: checkpoint has {what.format(file_value)}, params say {getattr(params, name)}")
+
+
+def convert_state_dict(sd: StateDict, params: SRFlowParams) -> dict[str, Tensor]:
+    """Rename DL-Art-School RRDB keys to the official names and check the file against ``params``."""
+    rr_official = to_official_names(_rrdb_part(sd))
+    rr = rrdb_params(rr_official)
+    _check(params, "nb", rr["nb"], "{} RRDB blocks")
+    _check(params, "nf", rr["nf"], "RRDB width {}")
+    _check(params, "gc", rr["gc"], "growth channels {}")
+    _check(params, "scale", rr["scale"], "scale {}")
+    st = _structure(sd)
+    _check(params, "L", st["L"], "{} levels")
+    _check(params, "K", st["K"], "{} steps per level")
+    _check(params, "additional_flow_no_affine", st["additional_flow_no_affine"], "{} additional steps per level")
+    i = st["kinds"].index("cond")
+    w = sd[f"flowUpsamplerNet.layers.{i}.affine.fFeatures.0.weight"]
+    _check(params, "hidden_channels", int(w.shape[0]), "coupling width {}")
+    n_stack = int(w.shape[1]) // params.nf - 1
+    if len(params.stack_blocks) != n_stack:
+        raise UserError(
+            f"stack_blocks: checkpoint stacks {n_stack} RRDB blocks, params list {len(params.stack_blocks)} "
+            f"({params.stack_blocks}); the indices cannot be read from weights, give params.stack_blocks"
+        )
+    out = {RRDB_PREFIX + k: v for k, v in rr_official.items()}
+    out.update({k: v for k, v in sd.items() if not k.startswith(RRDB_PREFIX)})
+    return out

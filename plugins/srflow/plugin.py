@@ -1,0 +1,27 @@
+"""Hook implementations of the ``srflow`` plugin (nothing else lives here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from restorekit.components import GeneratorComponent
+from restorekit.hookspecs import hookimpl
+
+from .formats import convert_state_dict, detect, params_from_state_dict
+from .params import PRESETS, SRFlowParams, build_srflow
+
+
+@hookimpl
+def restorekit_generators() -> list[GeneratorComponent[Any]]:
+    return [
+        GeneratorComponent(
+            name="srflow",
+            params=SRFlowParams,
+            build=build_srflow,
+            summary="SRFlow conditional normalising flow (official checkpoints, sampling, latent tools)",
+            detect=detect,
+            params_from_state_dict=params_from_state_dict,
+            convert_state_dict=convert_state_dict,
+            presets=PRESETS,
+        )
+    ]
