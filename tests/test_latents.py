@@ -62,7 +62,7 @@ def test_sample_latents_temperature_map_scales_per_region() -> None:
     with pytest.raises(ValueError):
         temperature_at(torch.ones(1, 3, 4, 4), (2, 2))
     with pytest.raises(ValueError):
-        sample_latents([(1, 2, 3)], 1.0)
+        sample_latents([(1, 2)], 1.0)
 
 
 def test_scale_latents_float_and_map() -> None:
