@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registry(args: argparse.Namespace) -> Any:
+    if getattr(args, "registry_object", None) is not None:
+        return args.registry_object
     from .registry import PluginRegistry, default_registry_config
 
     return PluginRegistry.load(default_registry_config(args.registry), trace=args.trace_plugins)
@@ -119,9 +121,11 @@ def dry_run(plan: Any) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
+    """Entry point of ``restore-run``; ``registry`` replaces the entry-point plugins (tests, notebooks)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.registry_object = registry
     try:
         return _main(args, parser)
     except UserError as exc:

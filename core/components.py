@@ -145,7 +145,9 @@ class FlowModel(SRModel, Protocol):
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
 
-    def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, ...]]: ...
+    def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
+        """Per-sample latent shapes ``(C, h, w)`` for an LR batch of ``lr_shape``, in encode order."""
+        ...
 
 
 State = dict[str, Any]

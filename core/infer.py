@@ -26,8 +26,6 @@ import glob as globmod
 import json
 import math
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -61,7 +59,6 @@ from .tiling import (
 )
 
 FLOW_MODES = frozenset({"sample", "restore", "latent_transfer", "interpolate", "feed_through"})
-ENCODE_MODES = frozenset({"restore", "latent_transfer", "interpolate"})
 HR_INPUT_MODES = frozenset({"restore", "interpolate", "feed_through"})
 REPORT_MODES = frozenset({"sr", "sample", "feed_through", "restore"})
 SUFFIX = {"png": ".png", "tiff": ".tiff", "jpg": ".jpg", "webp": ".webp"}
@@ -256,42 +253,6 @@ def upsample_bicubic(x: Tensor, scale: int) -> Tensor:
     if scale == 1:
         return x.clone()
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-
-def write_png16(path: Path, arr: np.ndarray) -> None:
-    """Write a uint16 (H, W) or (H, W, 1..4) array as a 16-bit PNG (gray, gray+alpha, RGB, RGBA), atomically.
-
-    Pillow cannot write 16-bit colour PNGs, so restorekit encodes them itself (filter 0, zlib level 6).
-    """
-    if arr.dtype != np.uint16:
-        raise ValueError(f"write_png16 needs uint16, got {arr.dtype}")
-    a = arr[..., None] if arr.ndim == 2 else arr
-    h, w, c = a.shape
-    color = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = np.ascontiguousarray(a.astype(">u2")).reshape(h, w * c).view(np.uint8)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], 1).tobytes()
-    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
-            + _png_chunk(b"IDAT", zlib.compress(raw, 6)) + _png_chunk(b"IEND", b""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_output(path: Path, rgb: Tensor, alpha: Tensor | None, *, bits: int, gray: bool) -> None:
-    """Write one output image: :func:`restorekit.data.io.write_image`, except 16-bit colour PNGs
-    (:func:`write_png16`). Non-finite pixels raise ``ValueError``."""
-    if path.suffix.lower() == ".png" and bits == 16 and not (gray and alpha is None):
-        write_png16(path, to_array(rgb, alpha, bits=16, gray=gray))
-    else:
-        write_image(path, rgb, alpha, bits=bits, gray=gray)
 
 
 def write_gif(path: Path, frames: Sequence[Tensor]) -> None:
@@ -874,7 +835,7 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None) -> InferSummary
             if path is None:
                 continue
             try:
-                write_output(path, img, p.alpha, bits=p.bits, gray=p.gray)
+                write_image(path, img, p.alpha, bits=p.bits, gray=p.gray)
             except (ValueError, OSError, TypeError) as exc:
                 summary.failed.append((p.item.path, f"{path.name}: cannot write ({_one_line(exc)})"))
                 continue
@@ -1030,13 +991,10 @@ __all__ = [
     "InputItem",
     "Slot",
     "collect_inputs",
-    "downsample",
     "image_metrics",
     "infer",
     "is_flow",
     "make_slots",
     "upsample_bicubic",
     "write_gif",
-    "write_output",
-    "write_png16",
 ]

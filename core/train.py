@@ -1032,8 +1032,10 @@ class Trainer:
             else:
                 fr.bad += 1
             if fr.bad >= rule.patience:
+                by = f" by more than {rule.min_delta:g}" if rule.min_delta > 0 else ""
+                plural = "s" if fr.bad != 1 else ""
                 self._unfreeze(
-                    fr, f"{rule.metric} did not improve for {fr.bad} validations (best {fr.best:.6g})"
+                    fr, f"{rule.metric} did not improve{by} for {fr.bad} validation{plural} (best {fr.best:.6g})"
                 )
 
     def _unfreeze(self, fr: Freeze, reason: str) -> None:

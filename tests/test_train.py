@@ -315,7 +315,7 @@ def test_unfreeze_on_metric_plateau(images: Path, reg: PluginRegistry) -> None:
     assert run_train(images, reg, data).exit_code == 0
     events = [r for r in records(images) if r.get("event") == "unfreeze"]
     assert [e["step"] for e in events] == [3]  # best at 1, no improvement at 2 and 3
-    assert "did not improve for 2 validations" in events[0]["message"]
+    assert "did not improve for 2 validations (best 1)" in events[0]["message"]
     w = {s: weights(images, s) for s in (2, 3, 4)}
     assert not changed(w[2], w[3], "cond") and changed(w[3], w[4], "cond")
     vals = [r for r in records(images) if r["kind"] == "val"]
@@ -510,3 +510,26 @@ def test_srflow_stage_two_then_three(images: Path, reg: PluginRegistry) -> None:
     nll = [r["nll"] for r in records(images) if r["kind"] == "train"]
     assert len(nll) == 2 and all(math.isfinite(v) for v in nll)
     assert (images / "out" / "images" / "step_0000002.png").is_file()
+
+
+def test_example_train_srflow_runs(tmp_path: Path, reg: PluginRegistry) -> None:
+    """examples/train_srflow.toml, shortened, with the real srflow and validators plugins."""
+    srflow = pytest.importorskip("restorekit_srflow.plugin")
+    pytest.importorskip("restorekit_validators.gaussian")
+    validators = pytest.importorskip("restorekit_validators.plugin")
+    from restorekit.spec import load_spec
+
+    r = PluginRegistry()
+    r.register(restorekit.builtins, "builtins")
+    r.register(srflow, "srflow")
+    r.register(validators, "validators")
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_srflow.toml"
+    spec = load_spec(example, [
+        "train.steps=3", "train.val_every=1", "train.image_every=3", "train.tensorboard=false",
+        f'run.output_dir="{tmp_path / "run"}"', 'run.device="cpu"', "data.train.target_size=32",
+        "data.train.batch_size=2", "networks.generator.unfreeze.min_delta=1000.0",
+    ])
+    result = train(make_plan(spec, r, source=str(example)))
+    assert result.exit_code == 0 and "gaussian.nll" in result.metrics
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines if '"unfreeze"' in x] == [2]  # patience 1: 2nd validation

@@ -33,7 +33,7 @@ def read_image(path: str | Path) -> Image:
     """
     p = Path(path)
     try:
-        arr = iio.imread(p)
+        arr = _read_png16(p) if _png_bit_depth(p) == 16 else iio.imread(p)
     except FileNotFoundError:
         raise UserError(f"{p}: image file not found") from None
     except Exception as exc:  # noqa: BLE001 - imageio raises many types for corrupt files
@@ -69,6 +69,38 @@ def read_image(path: str | Path) -> Image:
     return Image(rgb=rgb, alpha=alpha, bits=bits, gray=gray)
 
 
+def _png_bit_depth(p: Path) -> int | None:
+    """The bit depth in a PNG's header, or None for other (or unreadable) files."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
+def _read_png16(p: Path) -> np.ndarray:
+    """16-bit PNGs through pypng (Pillow reduces 16-bit colour PNGs to 8 bits)."""
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(p)).asDirect()
+    planes = info["planes"]
+    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    return arr[..., 0] if planes == 1 else arr
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> None:
+    import png
+
+    a = arr[..., None] if arr.ndim == 2 else arr
+    h, w, c = a.shape
+    writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4))
+    with path.open("wb") as f:
+        writer.write(f, a.reshape(h, w * c))
+
+
 def to_array(rgb: Tensor, alpha: Tensor | None = None, *, bits: int = 8, gray: bool = False) -> np.ndarray:
     """(3,H,W) float in [0,1] (+ alpha) → HWC uint8/uint16 array (non-finite values are an error)."""
     if not torch.isfinite(rgb).all():
@@ -95,7 +127,10 @@ def write_image(path: str | Path, rgb: Tensor, alpha: Tensor | None = None, *, b
     arr = to_array(rgb, alpha, bits=bits, gray=gray)
     tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
     try:
-        iio.imwrite(tmp, arr)
+        if arr.dtype == np.uint16 and p.suffix.lower() == ".png":
+            _write_png16(tmp, arr)
+        else:
+            iio.imwrite(tmp, arr)
         tmp.replace(p)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,20 +1,42 @@
 """restorekit_srflow: SRFlow (Lugmayr et al., arXiv 2006.14200) for restorekit.
 
-Public API: :class:`SRFlowNet` (encode / decode / conditional_features / latent_shapes / forward), its params
-model and factory (:class:`SRFlowParams`, :func:`build_srflow`, :data:`PRESETS`), the flow layers, and the
-checkpoint functions (:func:`detect`, :func:`params_from_state_dict`, :func:`convert_state_dict`).
-Latent-space tools live in the core (``restorekit.latents``) because they work for any flow.
+Public API: :class:`SRFlowNet` (``encode`` / ``decode`` / ``conditional_features`` / ``latent_shapes`` /
+``forward`` / ``rrdb_forward``), its params model and factory (:class:`SRFlowParams`, :func:`build_srflow`,
+:data:`PRESETS`), the flow layers, the checkpoint functions (:func:`detect`, :func:`params_from_state_dict`,
+:func:`convert_state_dict`) and the latent tools (:func:`sample_latents`, :func:`normalize_latents`,
+:func:`transfer_latents`, :func:`interpolate_latents`, … — implemented in ``restorekit.latents``, re-exported).
 """
 
 from .arch import FlowUpsamplerNet, LevelCond, SRFlowNet, geometry_error
 from .formats import convert_state_dict, detect, params_from_state_dict
-from .layers import ActNorm, CondAffineCoupling, FlowStep, InvConv1x1, Split2d, Squeeze
+from .latents import (
+    interpolate_latents,
+    latent_norm,
+    normalize_latents,
+    sample_latents,
+    scale_latents,
+    temperature_at,
+    transfer_latents,
+    zeros_like_latents,
+)
+from .layers import (
+    ActNorm,
+    CondAffineCoupling,
+    CouplingCond,
+    FlowStep,
+    InvConv1x1,
+    Split2d,
+    Squeeze,
+    gaussian_logp,
+    set_actnorm_initialized,
+)
 from .params import PRESETS, SRFlowParams, build_srflow
 
 __all__ = [
     "PRESETS",
     "ActNorm",
     "CondAffineCoupling",
+    "CouplingCond",
     "FlowStep",
     "FlowUpsamplerNet",
     "InvConv1x1",
@@ -26,6 +48,16 @@ __all__ = [
     "build_srflow",
     "convert_state_dict",
     "detect",
+    "gaussian_logp",
     "geometry_error",
+    "interpolate_latents",
+    "latent_norm",
+    "normalize_latents",
     "params_from_state_dict",
+    "sample_latents",
+    "scale_latents",
+    "set_actnorm_initialized",
+    "temperature_at",
+    "transfer_latents",
+    "zeros_like_latents",
 ]

@@ -1,45 +1,74 @@
-"""SRFlowNet: the SRFlow generator (docs/srflow-architecture.md §3–§7), a plain ``nn.Module``.
+"""SRFlowNet: the SRFlow generator (docs/srflow-architecture.md §3–§7) as a plain ``nn.Module``.
 
-Submodule names reproduce the official checkpoint keys: ``RRDB.*`` (the conditional RRDBNet, SRFlow wiring),
-``flowUpsamplerNet.layers.<i>.*`` and the unused ``flowUpsamplerNet.f.0.*``.
+Submodule names reproduce the official checkpoint keys: ``RRDB.*`` (the conditional RRDBNet with the SRFlow
+long-skip wiring), ``flowUpsamplerNet.layers.<i>.*`` (squeezes, additional steps, conditional steps and splits in
+forward order) and the unused ``flowUpsamplerNet.f.0.*``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from restorekit.components import EncodeResult
 from restorekit.errors import UserError
+from restorekit.latents import temperature_at
 from restorekit_rrdb import RRDBNet
 from torch import Tensor, nn
 
-from .layers import FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
+from .layers import CouplingCond, FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
+
+_FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
 
 
 def geometry_error(scale: int, L: int, fea_up0: bool, fea_up_minus1: bool) -> str | None:
-    """Why ``L`` levels cannot be conditioned at this scale (each level needs a feature at LR·scale/2^level)."""
+    """Why ``L`` levels cannot be conditioned at this scale, or None.
+
+    Level ℓ works at HR/2^ℓ = LR·scale/2^ℓ and reads the conditional feature of that resolution (§3.3): the RRDB
+    provides LR·2^m (m = 0 … log2 scale), ``fea_up0`` LR/2 and ``fea_up_minus1`` LR/4.
+    """
+    if L < 1:
+        return f"L must be at least 1, got {L}"
     for level in range(1, L + 1):
-        r = scale / 2**level
-        if r >= 1 or (r == 0.5 and fea_up0) or (r == 0.25 and fea_up_minus1):
+        ratio = scale / 2**level
+        if ratio >= 1 or (ratio == 0.5 and fea_up0) or (ratio == 0.25 and fea_up_minus1):
             continue
-        need = {0.5: "fea_up0", 0.25: "fea_up_minus1"}.get(r)
-        if need:
-            return f"level {level} works at LR x {r:g} and needs {need} = true"
-        return f"L = {L} is too deep for scale {scale}: level {level} would work at LR x {r:g} (at most L = {int(math.log2(scale)) + 2})"
+        need = _FEATURE_NAMES.get(ratio)
+        if need is not None:
+            return f"level {level} works at LR x {ratio:g} and needs {need} = true"
+        deepest = int(math.log2(scale)) + (2 if fea_up0 and fea_up_minus1 else 1 if fea_up0 else 0)
+        return f"L = {L} is too deep for scale {scale}: level {level} would work at LR x {ratio:g} (at most L = {deepest})"
     return None
 
 
-class LevelCond(NamedTuple):
-    """Conditional maps of one LR batch, one per flow level (index 0 = level 1), plus the RRDB's own SR image."""
+@dataclass
+class LevelCond:
+    """The conditional maps of one LR batch, one per flow level (``maps[0]`` = level 1), from
+    :meth:`SRFlowNet.conditional_features`.
+
+    Pass it as ``cond=`` to :meth:`SRFlowNet.decode` / :meth:`SRFlowNet.encode` to decode several latent sets for one
+    LR batch. With ``cache=True`` the couplings' latent-independent terms (the whole ``fFeatures`` branch and the
+    conditional half of ``fAffine``'s first convolution — most of the flow's arithmetic) are also kept here the
+    first time a no-grad call computes them, and reused by later no-grad calls while the weights are unchanged.
+    The cache holds about ``K·(2C + hidden)`` floats per pixel of each level: drop the object to free it.
+    """
 
     maps: list[Tensor]
+    cache: bool = True
+    terms: dict[int, tuple[tuple[Any, ...], CouplingCond]] = field(default_factory=dict, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return int(self.maps[0].shape[0])
 
 
 class FlowUpsamplerNet(nn.Module):
-    """The flow: per level squeeze, additional steps, conditional steps, optional split."""
+    """The flow of §4: per level a squeeze, ``additional`` non-conditional steps, ``K`` conditional steps and,
+    for the levels in ``split_levels``, a split. ``layers`` is the official flat list; ``level_of[i]`` gives the
+    (1-based) level of ``layers[i]``."""
 
     def __init__(
         self, *, out_nc: int, L: int, K: int, additional: int, cond_channels: int, hidden: int,
@@ -48,34 +77,43 @@ class FlowUpsamplerNet(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList()
         self.level_of: list[int] = []
-        c = out_nc
-        self.latent_channels: list[int] = []
+        self.split_channels: list[int] = []
+        channels = out_nc
         for level in range(1, L + 1):
-            c *= 4
-            self._add(Squeeze(), level)
+            channels *= 4
+            self._append(Squeeze(), level)
             for _ in range(additional):
-                self._add(FlowStep(c), level)
+                self._append(FlowStep(channels), level)
             for _ in range(K):
-                self._add(FlowStep(c, cond_channels, hidden, affine_eps), level)
+                self._append(FlowStep(channels, cond_channels, hidden, affine_eps), level)
             if level in split_levels:
-                split = Split2d(c, consume_ratio, logs_eps)
-                self._add(split, level)
-                self.latent_channels.append(split.consume)
-                c = split.keep
-        self.top_channels = c
-        # built by the official network and never run; kept so official checkpoints load and round-trip
+                split = Split2d(channels, consume_ratio, logs_eps)
+                self._append(split, level)
+                self.split_channels.append(split.consume)
+                channels = split.keep
+        self.top_channels = channels
+        # The official network builds this convolution (96 outputs whatever the geometry) and never runs it;
+        # it is kept so that official checkpoints load strictly and round-trip.
         self.f = nn.Sequential(nn.Conv2d(cond_channels, 96, 3, padding=1))
 
-    def _add(self, layer: nn.Module, level: int) -> None:
+    def _append(self, layer: nn.Module, level: int) -> None:
         self.layers.append(layer)
         self.level_of.append(level)
 
 
 class SRFlowNet(nn.Module):
-    """SRFlow: a conditional normalising flow between HR images and latents, conditioned on RRDB features of LR.
+    """SRFlow: a conditional normalising flow between HR images and Gaussian latents, conditioned on RRDB features
+    of the LR image.
 
-    ``encode(hr, lr)`` → latents (split latents first, top z last), NLL in bits per pixel, logdet;
-    ``decode(lr, latents | temperature)`` → SR image; ``model(lr)`` → the temperature-0 SR image of any size.
+    * ``encode(hr, lr)`` → :class:`~restorekit.EncodeResult` (latents: split latents first, top z last; NLL in bits
+      per pixel, official definition; logdet);
+    * ``decode(lr, latents | temperature)`` → SR image (``return_logdet=True`` also returns the decode logdet);
+    * ``model(lr)`` → the temperature-0 SR image for any LR size (reflection-padded, cropped back);
+    * ``conditional_features(lr)`` → reusable conditional maps (``cond=`` of encode/decode);
+    * ``rrdb_forward(lr)`` → the conditional RRDB's own SR image (stage-1 pre-training).
+
+    LR heights and widths must be multiples of ``size_multiple`` for encode/decode. Attributes for restorekit:
+    ``scale``, ``size_multiple``, ``arch_params`` (the keyword arguments, JSON-able), ``gradient_checkpointing``.
     """
 
     def __init__(
@@ -103,26 +141,29 @@ class SRFlowNet(nn.Module):
         super().__init__()
         if scale not in (2, 4, 8, 16):
             raise ValueError(f"SRFlowNet: scale must be 2, 4, 8 or 16, got {scale}")
-        if any(not 0 <= b < nb for b in stack_blocks):
-            raise ValueError(f"SRFlowNet: stack_blocks {list(stack_blocks)} must lie in 0..{nb - 1}")
-        self.scale, self.L, self.K = scale, L, K
-        self.quant = quant
-        self.stack_blocks = list(stack_blocks)
-        self.fea_up0, self.fea_up_minus1 = fea_up0, fea_up_minus1
-        self.arch_params: dict[str, Any] = dict(
-            scale=scale, in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, gc=gc, K=K, L=L, stack_blocks=list(stack_blocks),
-            hidden_channels=hidden_channels, additional_flow_no_affine=additional_flow_no_affine,
-            affine_eps=affine_eps, quant=quant, fea_up0=fea_up0, fea_up_minus1=fea_up_minus1,
-            split_consume_ratio=split_consume_ratio, split_logs_eps=split_logs_eps,
-            split_correct_levels=split_correct_levels,
-        )
+        blocks = [int(b) for b in stack_blocks]
+        if any(not 0 <= b < nb for b in blocks):
+            raise ValueError(f"SRFlowNet: stack_blocks {blocks} must lie in 0..{nb - 1}")
         err = geometry_error(scale, L, fea_up0, fea_up_minus1)
         if err:
             raise ValueError(f"SRFlowNet: {err}")
-        # each level l reads the feature at resolution LR * scale / 2^l
+        self.scale, self.L, self.K = scale, L, K
+        self.quant = quant
+        self.stack_blocks = blocks
+        self.fea_up0, self.fea_up_minus1 = fea_up0, fea_up_minus1
+        self.arch_params: dict[str, Any] = dict(
+            scale=scale, in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, gc=gc, K=K, L=L, stack_blocks=list(blocks),
+            hidden_channels=hidden_channels, additional_flow_no_affine=additional_flow_no_affine,
+            affine_eps=float(affine_eps), quant=quant, fea_up0=fea_up0, fea_up_minus1=fea_up_minus1,
+            split_consume_ratio=float(split_consume_ratio), split_logs_eps=float(split_logs_eps),
+            split_correct_levels=split_correct_levels,
+        )
+        # level l (1-based) works at LR * level_ratio[l-1] and reads the feature of that resolution
         self.level_ratio = [scale / 2**level for level in range(1, L + 1)]
+        # HR = scale*LR must be divisible by 2^L, and the LR/2 (LR/4) features must have exactly the deepest
+        # levels' sizes (floor(h/2) = h/2): both reduce to LR sizes that are multiples of 2^L/scale (or 1).
         self.size_multiple = max(1, 2**L // scale)
-        self.cond_channels = nf * (1 + len(self.stack_blocks))
+        self.cond_channels = nf * (1 + len(blocks))
         last_split = L - 1 if split_correct_levels else L - 2
         self.RRDB = RRDBNet(in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, gc=gc, scale=scale, variant="srflow")
         self.flowUpsamplerNet = FlowUpsamplerNet(
@@ -130,120 +171,218 @@ class SRFlowNet(nn.Module):
             hidden=hidden_channels, affine_eps=affine_eps, consume_ratio=split_consume_ratio,
             logs_eps=split_logs_eps, split_levels=list(range(1, last_split + 1)),
         )
-        self.gradient_checkpointing = False
+        self._gradient_checkpointing = False
+
+    # ------------------------------------------------------------------------------------------------
+    # switches
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Recompute RRDB blocks and flow steps in the backward pass (training with gradients only)."""
+        return self._gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self._gradient_checkpointing = bool(value)
+        self.RRDB.gradient_checkpointing = bool(value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, L={self.L}, K={self.K}, stack_blocks={self.stack_blocks}, "
+            f"cond_channels={self.cond_channels}, size_multiple={self.size_multiple}"
+        )
 
     # ------------------------------------------------------------------------------------------------
     # conditional features
 
-    def conditional_features(self, lr: Tensor) -> LevelCond:
-        """The conditional map of every flow level for ``lr`` (reusable across samples of one LR batch)."""
+    def conditional_features(self, lr: Tensor, cache: bool = True) -> LevelCond:
+        """The conditional map of every flow level for ``lr`` (§3): ``[feature, stacked blocks]`` per level.
+
+        Reusable for every encode/decode of this LR batch (``cond=``); ``cache`` lets those calls also keep
+        the couplings' latent-independent terms in it (see :class:`LevelCond`).
+        """
         rrdb = self.RRDB(lr, return_features=True, block_ids=self.stack_blocks)
-        feats: dict[float, Tensor] = {1.0: rrdb.last_lr_fea}
+        last = rrdb.last_lr_fea
+        feats: dict[float, Tensor] = {1.0: last}
         for factor, fea in rrdb.fea_up.items():
             feats[float(factor)] = fea
-        F0 = rrdb.last_lr_fea
-        if self.fea_up0:
-            feats[0.5] = F.interpolate(F0, scale_factor=0.5, mode="bilinear", align_corners=False)
-        if self.fea_up_minus1:
-            feats[0.25] = F.interpolate(F0, scale_factor=0.25, mode="bilinear", align_corners=False)
+        needed = set(self.level_ratio)
+        for ratio in (0.5, 0.25):
+            if ratio in needed:
+                # bilinear, half-pixel centres, no antialiasing (= 2x2 mean for LR/2)
+                feats[ratio] = F.interpolate(last, scale_factor=ratio, mode="bilinear", align_corners=False)
         stacked = torch.cat([rrdb.blocks[b] for b in self.stack_blocks], 1) if self.stack_blocks else None
-        maps = []
-        for r in self.level_ratio:
-            fea = feats[float(r)]
+        maps: list[Tensor] = []
+        resized: dict[tuple[int, int], Tensor] = {}
+        for ratio in self.level_ratio:
+            fea = feats[ratio]
             if stacked is not None:
-                fea = torch.cat([fea, F.interpolate(stacked, size=fea.shape[-2:], mode="nearest")], 1)
+                size = (int(fea.shape[-2]), int(fea.shape[-1]))
+                if size not in resized:
+                    same = size == tuple(stacked.shape[-2:])
+                    resized[size] = stacked if same else F.interpolate(stacked, size=size, mode="nearest")
+                fea = torch.cat([fea, resized[size]], 1)
             maps.append(fea)
-        return LevelCond(maps)
+        return LevelCond(maps, cache=cache)
 
     def rrdb_forward(self, lr: Tensor) -> Tensor:
-        """The conditional RRDB's own SR image (for pre-training it with a pixel loss)."""
-        return self.RRDB(lr)  # type: ignore[return-value]
+        """The conditional RRDB's own SR image (its ``conv_last`` output; for pre-training it with a pixel loss)."""
+        out = self.RRDB(lr)
+        assert isinstance(out, Tensor)
+        return out
+
+    def _coupling_terms(self, index: int, step: FlowStep, cond: LevelCond, level: int) -> CouplingCond:
+        affine = step.affine
+        assert affine is not None
+        u = cond.maps[level - 1]
+        if not cond.cache or torch.is_grad_enabled():
+            return affine.cond_terms(u)
+        hit = cond.terms.get(index)
+        if hit is not None and hit[0] == affine.cond_key():
+            return hit[1]
+        terms = affine.cond_terms(u)
+        cond.terms[index] = (affine.cond_key(), terms)
+        return terms
 
     # ------------------------------------------------------------------------------------------------
     # sizes
 
-    def _check_sizes(self, lr: Tensor, hr: Tensor | None = None) -> None:
-        h, w = lr.shape[-2:]
+    def valid_lr_size(self, h: int, w: int) -> bool:
+        """Whether an LR image of ``h × w`` can be encoded/decoded (both multiples of ``size_multiple``)."""
         m = self.size_multiple
-        if h % m or w % m:
+        return h > 0 and w > 0 and h % m == 0 and w % m == 0
+
+    def _check_sizes(self, lr: Tensor, hr: Tensor | None = None) -> None:
+        if lr.dim() != 4:
+            raise UserError(f"srflow: LR must be a (B, C, h, w) batch, got shape {tuple(lr.shape)}")
+        h, w = int(lr.shape[-2]), int(lr.shape[-1])
+        m = self.size_multiple
+        if not self.valid_lr_size(h, w):
             def near(v: int) -> str:
                 lo = (v // m) * m
                 return f"{lo} or {lo + m}" if lo else f"{m}"
 
             raise UserError(
                 f"srflow: LR size {h}x{w} is not allowed by L={self.L} at x{self.scale}: height and width must be "
-                f"multiples of {m} (nearest: {near(h)} x {near(w)})"
+                f"multiples of {m} (nearest: {near(h)} x {near(w)}); model(lr) pads any size"
             )
         if hr is not None and tuple(hr.shape[-2:]) != (h * self.scale, w * self.scale):
             raise UserError(
-                f"srflow: HR size {tuple(hr.shape[-2:])} must be {self.scale}x the LR size {(h, w)}"
+                f"srflow: HR size {hr.shape[-2]}x{hr.shape[-1]} must be {self.scale}x the LR size {h}x{w} "
+                f"({h * self.scale}x{w * self.scale})"
             )
 
     def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, int, int]]:
-        """Per-sample latent shapes (C, H, W) for an LR of shape (..., h, w), in encode order (top z last)."""
-        h, w = int(lr_shape[-2]) * self.scale, int(lr_shape[-1]) * self.scale
-        shapes = []
-        for level, layer in zip(self.flowUpsamplerNet.level_of, self.flowUpsamplerNet.layers):
-            if isinstance(layer, Split2d):
-                shapes.append((layer.consume, h >> level, w >> level))
-        shapes.append((self.flowUpsamplerNet.top_channels, h >> self.L, w >> self.L))
+        """Per-sample latent shapes ``(C, H, W)`` (no batch dimension) for an LR of shape ``(..., h, w)``, in
+        encode order: split latents from the shallowest level, top z last."""
+        hh, ww = int(lr_shape[-2]) * self.scale, int(lr_shape[-1]) * self.scale
+        flow = self.flowUpsamplerNet
+        shapes = [
+            (layer.consume, hh >> level, ww >> level)
+            for layer, level in zip(flow.layers, flow.level_of)
+            if isinstance(layer, Split2d)
+        ]
+        shapes.append((flow.top_channels, hh >> self.L, ww >> self.L))
         return shapes
 
     # ------------------------------------------------------------------------------------------------
     # encode / decode
 
-    def _run_layer(self, layer: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and isinstance(layer, FlowStep):
+    def _step(self, index: int, layer: FlowStep, x: Tensor, logdet: Tensor, reverse: bool,
+              cond: LevelCond, level: int) -> tuple[Tensor, Tensor]:
+        if self._gradient_checkpointing and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            return checkpoint(layer, *args, use_reentrant=False, **kwargs)
-        return layer(*args, **kwargs)
+            def run(x: Tensor, logdet: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+                # the coupling's conditional branch is recomputed in backward too
+                terms = layer.affine.cond_terms(u) if layer.affine is not None else None
+                return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
+
+            return checkpoint(run, x, logdet, cond.maps[level - 1], use_reentrant=False)  # type: ignore[no-any-return]
+        terms = self._coupling_terms(index, layer, cond, level) if layer.conditional else None
+        return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
+
+    def _cond_for(self, lr: Tensor, cond: LevelCond | None, batch: int) -> LevelCond:
+        cond = cond if cond is not None else self.conditional_features(lr, cache=False)
+        if cond.batch not in (1, batch):
+            raise UserError(f"srflow: the conditional features have batch {cond.batch}, the images {batch}")
+        return cond
 
     def encode(
-        self, hr: Tensor, lr: Tensor, add_noise: bool = False, noise: Tensor | None = None,
+        self,
+        hr: Tensor,
+        lr: Tensor,
+        add_noise: bool = False,
+        noise: Tensor | None = None,
+        *,
         cond: LevelCond | None = None,
     ) -> EncodeResult:
-        """HR → latents given LR. ``add_noise``: dequantise with ``hr + (u - 0.5)/quant`` (``noise`` = u, or
-        uniform) and add ``-H·W·ln quant`` to logdet. NLL in bits per pixel (official definition)."""
+        """HR → latents given LR (§6). Returns ``EncodeResult(latents, nll, logdet)``.
+
+        ``add_noise``: dequantise with ``hr + (u − 0.5)/quant`` (u uniform in [0, 1) per sub-pixel, or ``noise``
+        if given — ``noise = 0.5`` leaves only the log-determinant term) and add ``−H·W·ln quant`` to logdet.
+        Off by default, as in the released training loop. ``nll = −(logdet + log N(z; 0, I)) / (ln 2 · H · W)``
+        (bits per pixel, official definition); ``logdet`` includes the split priors, not the top-z term.
+        An LR batch of 1 (or ``cond`` of batch 1) conditions every HR image of the batch.
+        """
         self._check_sizes(lr, hr)
-        cond = cond if cond is not None else self.conditional_features(lr)
-        b = hr.shape[0]
-        hw = hr.shape[-2] * hr.shape[-1]
-        logdet = torch.zeros(b, device=hr.device, dtype=hr.dtype)
+        batch = int(hr.shape[0])
+        if lr.shape[0] not in (1, batch):
+            raise UserError(f"srflow: LR batch {lr.shape[0]} does not match HR batch {batch}")
+        cond = self._cond_for(lr, cond, batch)
+        pixels = int(hr.shape[-2]) * int(hr.shape[-1])
+        logdet = torch.zeros(batch, device=hr.device, dtype=hr.dtype)
         x = hr
         if add_noise:
-            u = noise if noise is not None else torch.rand_like(hr)
+            u = torch.rand_like(hr) if noise is None else noise.to(hr)
             x = x + (u - 0.5) / self.quant
-            logdet = logdet - hw * math.log(self.quant)
+            logdet = logdet - pixels * math.log(self.quant)
         latents: list[Tensor] = []
-        for level, layer in zip(self.flowUpsamplerNet.level_of, self.flowUpsamplerNet.layers):
-            if isinstance(layer, Split2d):
+        flow = self.flowUpsamplerNet
+        for index, (layer, level) in enumerate(zip(flow.layers, flow.level_of)):
+            if isinstance(layer, FlowStep):
+                x, logdet = self._step(index, layer, x, logdet, False, cond, level)
+            elif isinstance(layer, Split2d):
                 x, logdet, eps = layer(x, logdet)
+                assert eps is not None and logdet is not None
                 latents.append(eps)
-            elif isinstance(layer, FlowStep):
-                x, logdet = self._run_layer(layer, x, logdet, cond=cond.maps[level - 1])
             else:
                 x, logdet = layer(x, logdet)
+            assert logdet is not None
         latents.append(x)
         objective = logdet + sum_per_sample(gaussian_logp(x))
-        nll = -objective / (math.log(2.0) * hw)
+        nll = -objective / (math.log(2.0) * pixels)
         return EncodeResult(latents, nll, logdet)
 
+    @staticmethod
     def _draw(
-        self, shape: tuple[int, ...], temperature: float | Tensor, generator: torch.Generator | None,
-        ref: Tensor, batch: int,
+        shape: tuple[int, ...], batch: int, temperature: float | Tensor, generator: torch.Generator | None,
+        ref: Tensor,
     ) -> Tensor:
         full = (batch, *shape)
-        if isinstance(temperature, Tensor):
-            t = temperature.to(device=ref.device, dtype=ref.dtype)
-            if t.dim() == 2:
-                t = t[None, None]
-            t = F.interpolate(t, size=shape[-2:], mode="area") if tuple(t.shape[-2:]) != tuple(shape[-2:]) else t
-            z = torch.randn(full, generator=generator, device=ref.device, dtype=ref.dtype)
-            return z * t
-        if temperature == 0:
-            return torch.zeros(full, device=ref.device, dtype=ref.dtype)
-        return torch.randn(full, generator=generator, device=ref.device, dtype=ref.dtype) * float(temperature)
+        if not isinstance(temperature, Tensor) and float(temperature) == 0.0:
+            return torch.zeros(full, device=ref.device, dtype=ref.dtype)  # official: no draw at T = 0
+        device = generator.device if generator is not None else ref.device
+        z = torch.randn(full, generator=generator, device=device, dtype=ref.dtype).to(ref.device)
+        t = temperature_at(temperature, (shape[-2], shape[-1]))
+        return z * (t.to(device=ref.device, dtype=ref.dtype) if isinstance(t, Tensor) else t)
+
+    @staticmethod
+    def _temperature_map(temperature: float | Tensor) -> float | Tensor:
+        if not isinstance(temperature, Tensor):
+            return float(temperature)
+        t = temperature
+        if t.dim() == 0:
+            return float(t)
+        if t.dim() == 2:
+            t = t[None, None]
+        elif t.dim() == 3:
+            t = t[:, None]
+        if t.dim() != 4 or t.shape[1] != 1:
+            raise UserError(
+                f"srflow: a temperature map must be (B|1, 1, H, W) or (H, W), got shape {tuple(temperature.shape)}"
+            )
+        return t
 
     def decode(
         self,
@@ -254,50 +393,79 @@ class SRFlowNet(nn.Module):
         *,
         cond: LevelCond | None = None,
         return_logdet: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Latents (used as given) or N(0, T²) samples → SR image. ``temperature`` may be a map (B|1,1,H,W),
-        resized to each latent level. The top z is drawn first, then the splits' eps, deepest first."""
+    ) -> Any:
+        """Latents → SR image given LR (§7). Returns the image, or ``(image, logdet)`` with ``return_logdet``.
+
+        ``latents`` (the order of :meth:`encode`, top z last) are used exactly as given — never scaled by the
+        temperature; their batch may be a multiple-sample batch for an LR batch of 1. Without them every latent is
+        drawn from N(0, T²) with ``generator`` (top z first, then the splits' eps deepest first, as the official
+        sampler); ``T = 0`` gives zeros without drawing. ``temperature`` may be a map (B|1, 1, H, W) or (H, W) at
+        HR size or any size: it is area-resized to each latent level. ``cond`` reuses
+        :meth:`conditional_features` of this ``lr``. The logdet starts at 0 and subtracts every layer's term (it is
+        minus the encode logdet for encoded latents). Not clamped.
+        """
         self._check_sizes(lr)
-        cond = cond if cond is not None else self.conditional_features(lr)
-        b = lr.shape[0]
         shapes = self.latent_shapes(lr.shape)
+        temp = self._temperature_map(temperature)
+        eps_list: list[Tensor | None]
         if latents is None:
-            z = self._draw(shapes[-1], temperature, generator, lr, b)
-            eps_list: list[Tensor | None] = [None] * (len(shapes) - 1)
+            batch = int(lr.shape[0])
+            if isinstance(temp, Tensor) and temp.shape[0] not in (1, batch):
+                raise UserError(f"srflow: temperature map batch {temp.shape[0]} does not fit LR batch {batch}")
+            z = self._draw(shapes[-1], batch, temp, generator, lr)
+            eps_list = [None] * (len(shapes) - 1)
         else:
+            latents = list(latents)
             if len(latents) != len(shapes):
-                raise UserError(f"srflow: decode needs {len(shapes)} latents, got {len(latents)}")
-            for i, (lat, shp) in enumerate(zip(latents, shapes)):
-                if tuple(lat.shape[1:]) != shp:
-                    raise UserError(f"srflow: latent {i} has shape {tuple(lat.shape[1:])}, expected {shp}")
-            z = latents[-1]
-            eps_list = list(latents[:-1])
-        logdet = torch.zeros(b, device=lr.device, dtype=lr.dtype)
+                raise UserError(f"srflow: decode needs {len(shapes)} latents (top z last), got {len(latents)}")
+            batch = int(latents[-1].shape[0])
+            for i, (lat, shape) in enumerate(zip(latents, shapes)):
+                if tuple(lat.shape[1:]) != shape or lat.shape[0] != batch:
+                    raise UserError(
+                        f"srflow: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
+                    )
+            if lr.shape[0] not in (1, batch):
+                raise UserError(f"srflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
+            z = latents[-1].to(lr)
+            eps_list = [e.to(lr) for e in latents[:-1]]
+        cond = self._cond_for(lr, cond, batch)
+        logdet = torch.zeros(batch, device=lr.device, dtype=lr.dtype)
         x = z
-        split_idx = len(eps_list)
-        layers = self.flowUpsamplerNet.layers
-        levels = self.flowUpsamplerNet.level_of
-        for i in range(len(layers) - 1, -1, -1):
-            layer, level = layers[i], levels[i]
-            if isinstance(layer, Split2d):
-                split_idx -= 1
-                eps = eps_list[split_idx]
+        split = len(eps_list)
+        flow = self.flowUpsamplerNet
+        for index in range(len(flow.layers) - 1, -1, -1):
+            layer, level = flow.layers[index], flow.level_of[index]
+            if isinstance(layer, FlowStep):
+                x, logdet = self._step(index, layer, x, logdet, True, cond, level)
+            elif isinstance(layer, Split2d):
+                split -= 1
+                eps = eps_list[split]
                 if eps is None:
-                    eps = self._draw(shapes[split_idx], temperature, generator, lr, b)
+                    eps = self._draw(shapes[split], batch, temp, generator, lr)
                 x, logdet, _ = layer(x, logdet, reverse=True, eps=eps)
-            elif isinstance(layer, FlowStep):
-                x, logdet = layer(x, logdet, reverse=True, cond=cond.maps[level - 1])
             else:
                 x, logdet = layer(x, logdet, reverse=True)
+            assert logdet is not None
         return (x, logdet) if return_logdet else x
 
-    def forward(self, lr: Tensor, temperature: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
-        """SR for any LR size: reflection-pad (bottom/right) to a valid size, decode, crop back."""
-        h, w = lr.shape[-2:]
-        m = self.size_multiple
+    def forward(
+        self, lr: Tensor, temperature: float | Tensor = 0.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """SR for any LR size: pad by reflection at the bottom/right to a size the levels allow, decode at
+        ``temperature`` (default 0: the mean image), crop back to ``scale ×`` the original size. Not clamped.
+
+        A temperature map is taken at the original HR size (other sizes are resized to it) and padded likewise.
+        """
+        h, w = int(lr.shape[-2]), int(lr.shape[-1])
+        m, s = self.size_multiple, self.scale
         ph, pw = (-h) % m, (-w) % m
-        x = F.pad(lr, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") if ph or pw else lr
-        if isinstance(temperature, Tensor) and (ph or pw):
-            temperature = F.pad(temperature, (0, pw * self.scale, 0, ph * self.scale), mode="replicate")
-        sr = self.decode(x, temperature=temperature, generator=generator)
-        return sr[..., : h * self.scale, : w * self.scale]  # type: ignore[index]
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs a pad smaller than the side
+            lr = F.pad(lr, (0, pw, 0, ph), mode=mode)
+            temp = self._temperature_map(temperature)
+            if isinstance(temp, Tensor):
+                t = temperature_at(temp, (h * s, w * s))
+                assert isinstance(t, Tensor)
+                temperature = F.pad(t, (0, pw * s, 0, ph * s), mode="replicate")
+        sr = self.decode(lr, temperature=temperature, generator=generator)
+        return sr[..., : h * s, : w * s] if (ph or pw) else sr

@@ -4,9 +4,15 @@ Accepted: the official SRFlow names (``RRDB.RRDB_trunk.N.RDBk.convj`` ...) and D
 uses BasicSR names (``RRDB.body.N.rdbk.convj``, ``RRDB.conv_body``, ``RRDB.conv_upM``, ``RRDB.conv_hr``); the flow
 part (``flowUpsamplerNet.*``) is identical in both. ``module.`` prefixes are stripped by the core beforehand.
 
-The stacked RRDB block indices cannot be read from weights (only their count can): for the published geometries
-they are the official ones (see :data:`PRESETS`), when every block is stacked they are ``0..nb-1``; otherwise the
-spec must give ``stack_blocks``.
+Read off the tensors: scale (number of ``upconv`` stages), ``in_nc``/``out_nc``, ``nf``, ``nb``, ``gc``, ``L``, ``K``,
+``additional_flow_no_affine``, ``hidden_channels``, the split levels (``split_correct_levels``) and consume ratio,
+and the *number* of stacked RRDB blocks (from the conditional width ``nf·(1 + n)``). Not readable: ``quant``,
+``affine_eps``, ``split_logs_eps`` (the official defaults apply) and the stacked block *indices*. For those the choice
+is: the official indices when scale, ``nb`` and the count match a published model (:data:`PRESETS`); ``0..nb-1``
+when every block is stacked (e.g. the ``srflow_x4`` fixture); otherwise nothing is guessed — the params default
+(``[1, 8, 15, 22]``) or the user's ``stack_blocks`` apply, and :func:`convert_state_dict` rejects a list whose
+length differs from the file's count. A wrong guess would load without error and silently give wrong outputs, so
+for unpublished geometries ``stack_blocks`` should be given explicitly.
 """
 
 from __future__ import annotations
@@ -98,7 +104,15 @@ def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
     else:
         if n_stack == out.get("nb"):
             out["stack_blocks"] = list(range(n_stack))
+    split_at = st["kinds"].index("split") if "split" in st["kinds"] else None
+    if split_at is not None:
+        sw = sd[f"flowUpsamplerNet.layers.{split_at}.conv.weight"]
+        consume, keep = int(sw.shape[0]) // 2, int(sw.shape[1])
+        if round((consume + keep) * 0.5) != consume:
+            out["split_consume_ratio"] = consume / (consume + keep)
     ratio = out.get("scale", 4) / 2 ** st["L"]
+    if ratio <= 0.5:
+        out["fea_up0"] = True
     if ratio <= 0.25:
         out["fea_up_minus1"] = True
     return out
@@ -124,6 +138,10 @@ def convert_state_dict(sd: StateDict, params: SRFlowParams) -> dict[str, Tensor]
     i = st["kinds"].index("cond")
     w = sd[f"flowUpsamplerNet.layers.{i}.affine.fFeatures.0.weight"]
     _check(params, "hidden_channels", int(w.shape[0]), "coupling width {}")
+    if int(w.shape[1]) % params.nf:
+        raise UserError(
+            f"nf: the checkpoint's conditional width {int(w.shape[1])} is not a multiple of nf = {params.nf}"
+        )
     n_stack = int(w.shape[1]) // params.nf - 1
     if len(params.stack_blocks) != n_stack:
         raise UserError(

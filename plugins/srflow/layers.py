@@ -1,13 +1,18 @@
-"""Flow layers of SRFlow (see docs/srflow-architecture.md §5): ActNorm, invertible 1x1 convolution, squeeze,
-conditional affine coupling, split with a learned prior. Plain ``nn.Module``s, no restorekit imports.
+"""Flow layers of SRFlow (docs/srflow-architecture.md §5): ActNorm, invertible 1x1 convolution, squeeze,
+conditional affine coupling, split with a learned prior, zero-convolution and the Gaussian log-density.
 
-Every layer maps ``(x, logdet)`` to ``(y, logdet)``; ``reverse=True`` runs the inverse and subtracts the term.
+Plain ``nn.Module``s with no restorekit imports. Every flow layer maps ``(x, logdet)`` to ``(y, logdet)`` in the
+encode direction (HR image → latents) and adds its per-sample log|det|; ``reverse=True`` runs the inverse and
+subtracts the same term. ``logdet`` may be ``None`` (then it is not computed).
+
+Module and parameter names reproduce the official checkpoint keys (``actnorm.{bias,logs}``, ``invconv.weight``,
+``affine.fAffine.{0,2,4}.*``, ``affine.fFeatures.{0,2,4}.*``, ``conv.{weight,bias,logs}``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,22 +22,51 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def gaussian_logp(x: Tensor, mean: Tensor | None = None, logs: Tensor | None = None) -> Tensor:
-    """Per-element log N(x; mean, exp(logs)); standard normal when mean/logs are None."""
-    if mean is None:
+    """Per-element ``log N(x; mean, exp(logs))`` (§5.7); the standard normal when ``mean``/``logs`` are None."""
+    if mean is None or logs is None:
         return -0.5 * (x * x + LOG_2PI)
-    return -0.5 * (2 * logs + (x - mean) ** 2 * torch.exp(-2 * logs) + LOG_2PI)
+    return -0.5 * (2.0 * logs + (x - mean) ** 2 * torch.exp(-2.0 * logs) + LOG_2PI)
 
 
 def sum_per_sample(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: (B, ...) → (B,)."""
     return x.flatten(1).sum(1)
 
 
-class ActNorm(nn.Module):
-    """Per-channel affine ``y = (x + bias) * exp(logs)`` with data-dependent initialisation.
+def set_actnorm_initialized(module: nn.Module, value: bool = True) -> int:
+    """Set the ``initialized`` state of every :class:`ActNorm` inside ``module``; returns how many there are."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, ActNorm):
+            m.initialized = value
+            count += 1
+    return count
 
-    ``initialized`` is an explicit state: loading parameters from a checkpoint sets it; a fresh module
-    initialises from the first tensor it sees in training mode (either direction). Evaluation never
-    initialises.
+
+def _param_key(module: nn.Module) -> tuple[Any, ...]:
+    """Identity and version of a module's parameters: changes whenever one is replaced or modified in place."""
+    return tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in module.parameters())
+
+
+def _no_weight_grad(weight: Tensor) -> bool:
+    """True when no gradient can flow to ``weight`` now, so a derived tensor may be cached."""
+    return not (torch.is_grad_enabled() and weight.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ActNorm
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine ``y = (x + bias) · exp(logs)``, logdet ``H·W·Σ logs`` (§5.2).
+
+    Data-dependent initialisation with an explicit ``initialized`` state (a plain attribute, not saved):
+
+    * a fresh module is not initialised; the first call **in training mode** (either direction) sets
+      ``bias = −mean_c(x)`` and ``logs = ln(1 / (std_c(x) + 1e-6))`` from the tensor entering it;
+    * loading its parameters from a state dict marks it initialised (so checkpoints are never re-initialised,
+      unlike the official rule that re-initialises an all-zero bias);
+    * evaluation mode never initialises.
     """
 
     def __init__(self, channels: int) -> None:
@@ -41,122 +75,205 @@ class ActNorm(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.initialized = False
 
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "bias" in state_dict:
+    def _load_from_state_dict(
+        self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, missing_keys: list[str],
+        unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if prefix + "bias" in state_dict and prefix + "logs" in state_dict:
             self.initialized = True
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        bias = -x.mean(dim=(0, 2, 3), keepdim=True)
-        var = ((x + bias) ** 2).mean(dim=(0, 2, 3), keepdim=True)
-        self.bias.data.copy_(bias)
-        self.logs.data.copy_(torch.log(1.0 / (var.sqrt() + 1e-6)))
+        """Set bias and logs from ``x`` so that the output has zero mean and unit std per channel."""
+        dims = (0, 2, 3)
+        bias = -x.mean(dim=dims, keepdim=True)
+        std = ((x + bias) ** 2).mean(dim=dims, keepdim=True).sqrt()
+        self.bias.copy_(bias)
+        self.logs.copy_(torch.log(1.0 / (std + 1e-6)))
         self.initialized = True
 
-    def _maybe_init(self, x: Tensor) -> None:
-        if not self.initialized and self.training:
+    def forward(
+        self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.training and not self.initialized:
             self.initialize(x)
-
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
-        self._maybe_init(x)
-        hw = x.shape[2] * x.shape[3]
-        if not reverse:
-            y = (x + self.bias) * torch.exp(self.logs)
-            if logdet is not None:
-                logdet = logdet + hw * self.logs.sum()
-        else:
+        if reverse:
             y = x * torch.exp(-self.logs) - self.bias
-            if logdet is not None:
-                logdet = logdet - hw * self.logs.sum()
+        else:
+            y = (x + self.bias) * torch.exp(self.logs)
+        if logdet is not None:
+            d = self.logs.sum() * (x.shape[2] * x.shape[3])
+            logdet = logdet - d if reverse else logdet + d
         return y, logdet
+
+    def extra_repr(self) -> str:
+        return f"{self.bias.shape[1]}, initialized={self.initialized}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# invertible 1x1 convolution
 
 
 class InvConv1x1(nn.Module):
-    """Invertible 1x1 convolution with a plain C×C weight; the inverse is computed in float64 then cast."""
+    """Invertible 1x1 convolution with a plain C×C ``weight`` (§5.3); logdet ``H·W·ln|det W|``.
+
+    The inverse (and ln|det W|) are computed in float64 and cast to the weight's dtype, as the official code does.
+    Whenever no gradient can reach the weight (``torch.no_grad``/eval inference, or a frozen weight) both are cached,
+    keyed on the weight's identity and version counter, so they are recomputed only after the weight changes.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         q, _ = torch.linalg.qr(torch.randn(channels, channels))
         self.weight = nn.Parameter(q)
-        self._inv_cache: tuple[Any, Tensor] | None = None
+        self._cache_key: tuple[Any, ...] | None = None
+        self._cache: tuple[Tensor, Tensor] | None = None
 
-    def _inverse(self) -> Tensor:
+    def _compute(self) -> tuple[Tensor, Tensor]:
+        w64 = self.weight.double()
+        inv = torch.linalg.inv(w64).to(self.weight.dtype)
+        logabsdet = torch.linalg.slogdet(w64)[1].to(self.weight.dtype)
+        return inv, logabsdet
+
+    def inverse_and_logabsdet(self) -> tuple[Tensor, Tensor]:
+        """``(W⁻¹, ln|det W|)``; cached while no gradient can flow to the weight."""
         w = self.weight
-        key = (w._version, w.data_ptr(), w.device, w.dtype)
-        if not torch.is_grad_enabled() and self._inv_cache is not None and self._inv_cache[0] == key:
-            return self._inv_cache[1]
-        inv = torch.linalg.inv(w.double()).to(w.dtype)
-        if not torch.is_grad_enabled():
-            self._inv_cache = (key, inv)
-        return inv
+        if not _no_weight_grad(w):
+            return self._compute()
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        if self._cache is None or self._cache_key != key:
+            with torch.no_grad():
+                self._cache = self._compute()
+            self._cache_key = key
+        return self._cache
 
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
+    def _logabsdet(self) -> Tensor:
+        w = self.weight
+        if _no_weight_grad(w):
+            return self.inverse_and_logabsdet()[1]
+        return torch.linalg.slogdet(w.double())[1].to(w.dtype)
+
+    def forward(
+        self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         c = self.weight.shape[0]
         hw = x.shape[2] * x.shape[3]
-        dlogdet = hw * torch.linalg.slogdet(self.weight.double())[1].to(x.dtype) if logdet is not None else None
-        if not reverse:
-            y = F.conv2d(x, self.weight.view(c, c, 1, 1))
+        if reverse:
+            inv, lad = self.inverse_and_logabsdet()
+            y = F.conv2d(x, inv.view(c, c, 1, 1))
             if logdet is not None:
-                logdet = logdet + dlogdet
-        else:
-            y = F.conv2d(x, self._inverse().view(c, c, 1, 1))
-            if logdet is not None:
-                logdet = logdet - dlogdet
+                logdet = logdet - hw * lad
+            return y, logdet
+        y = F.conv2d(x, self.weight.view(c, c, 1, 1))
+        if logdet is not None:
+            logdet = logdet + hw * self._logabsdet()
         return y, logdet
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# squeeze
 
 
 class Squeeze(nn.Module):
-    """Space-to-depth by 2 (``pixel_unshuffle``); no parameters, logdet 0."""
+    """Space-to-depth by 2 (``pixel_unshuffle``, §5.1): channel 4c + 2·dy + dx; no parameters, logdet 0."""
 
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         return (F.pixel_shuffle(x, 2) if reverse else F.pixel_unshuffle(x, 2)), logdet
 
 
-class Conv2dActNorm(nn.Conv2d):
-    """Convolution without bias followed by an ActNorm (its logdet is not part of the flow's)."""
+# ----------------------------------------------------------------------------------------------------
+# coupling networks
 
-    def __init__(self, cin: int, cout: int, kernel: int) -> None:
-        super().__init__(cin, cout, kernel, padding=kernel // 2, bias=False)
+
+class Conv2dActNorm(nn.Conv2d):
+    """``CA(a→b, k)``: a k×k convolution without bias ("same" zero padding) followed by an ActNorm whose logdet
+    is not part of the flow's. Weights start N(0, 0.05²), the ActNorm from data."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         nn.init.normal_(self.weight, 0.0, 0.05)
-        self.actnorm = ActNorm(cout)
+        self.actnorm = ActNorm(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         return self.actnorm(super().forward(x))[0]
 
+    def split_input_conv(self, head_channels: int, head: Tensor, tail: Tensor | None) -> Tensor:
+        """The convolution of ``[head, tail]`` as the sum of two convolutions (it is linear), without the ActNorm.
+
+        ``tail=None`` gives the head part only; :meth:`tail_conv` gives the other part, which can be reused.
+        """
+        out = F.conv2d(head, self.weight[:, :head_channels], None, self.stride, self.padding)
+        return out if tail is None else out + self.tail_conv(head_channels, tail)
+
+    def tail_conv(self, head_channels: int, tail: Tensor) -> Tensor:
+        """The convolution of the input channels from ``head_channels`` on (the conditional part)."""
+        return F.conv2d(tail, self.weight[:, head_channels:], None, self.stride, self.padding)
+
 
 class ZeroConv2d(nn.Conv2d):
-    """3x3 convolution with bias, output scaled per channel by ``exp(3 * logs)``; zero-initialised."""
+    """``Z(a→b)``: 3×3 convolution with bias, output scaled per channel by ``exp(3·logs)`` (``logs`` b×1×1).
+    Zero-initialised (weight, bias and logs), so a fresh coupling starts as the identity."""
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, 3, padding=1)
-        self.logs = nn.Parameter(torch.zeros(cout, 1, 1))
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1)
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
         nn.init.zeros_(self.weight)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return super().forward(x) * torch.exp(3 * self.logs)
+        return super().forward(x) * torch.exp(3.0 * self.logs)
 
 
-def coupling_net(cin: int, cout: int, hidden: int) -> nn.Sequential:
-    """conv3+ActNorm → ReLU → conv1+ActNorm → ReLU → zero-conv (indices 0, 2, 4 as in the official keys)."""
+def coupling_net(in_channels: int, out_channels: int, hidden: int) -> nn.Sequential:
+    """``N(a→b)``: CA(a→h, 3) → ReLU → CA(h→h, 1) → ReLU → Z(h→b); indices 0, 2, 4 match the official keys."""
     return nn.Sequential(
-        Conv2dActNorm(cin, hidden, 3), nn.ReLU(inplace=False), Conv2dActNorm(hidden, hidden, 1),
-        nn.ReLU(inplace=False), ZeroConv2d(hidden, cout),
+        Conv2dActNorm(in_channels, hidden, 3),
+        nn.ReLU(),
+        Conv2dActNorm(hidden, hidden, 1),
+        nn.ReLU(),
+        ZeroConv2d(hidden, out_channels),
     )
 
 
-class CondAffineCoupling(nn.Module):
-    """SRFlow's conditional affine coupling (``CondAffineSeparatedAndCond``), §5.5.
+class CouplingCond(NamedTuple):
+    """What a coupling computes from the conditional map alone (it depends on the LR image, not the latents).
 
-    A feature-conditional affine on all channels, then a self-conditional affine on the second half.
-    shift = even channels, scale = sigmoid(odd + 2) + eps; the shift is added before scaling.
+    ``shift_f``/``scale_f``: the feature-conditional affine (C channels); ``logscale_f``: Σ ln scale_f per
+    sample; ``affine_cond``: the conditional part of ``fAffine``'s first convolution (before its ActNorm).
+    """
+
+    shift_f: Tensor
+    scale_f: Tensor
+    logscale_f: Tensor
+    affine_cond: Tensor
+
+
+class CondAffineCoupling(nn.Module):
+    """SRFlow's conditional affine coupling ("CondAffineSeparatedAndCond", §5.5).
+
+    Encode: ``x ← (x + shift_f)·scale_f`` with (shift_f, scale_f) from ``fFeatures(u)``; then, with
+    x₁ = first ⌊C/2⌋ channels, ``x₂ ← (x₂ + shift_a)·scale_a`` with (shift_a, scale_a) from ``fAffine([x₁, u])``.
+    shift = even output channels, scale = sigmoid(odd + 2) + eps. Decode runs the inverse in reverse order.
+
+    Everything that reads only ``u`` — the whole ``fFeatures`` branch and the ``u`` half of ``fAffine``'s first
+    (linear) convolution — is :meth:`cond_terms`, which callers may compute once and reuse for many latents of
+    one LR image. A ``u`` with batch 1 broadcasts against a batch of latents.
     """
 
     def __init__(self, channels: int, cond_channels: int, hidden: int = 64, eps: float = 1e-4) -> None:
         super().__init__()
+        self.channels = channels
         self.c1 = channels // 2
         self.c2 = channels - self.c1
+        self.cond_channels = cond_channels
         self.eps = eps
         self.fAffine = coupling_net(self.c1 + cond_channels, 2 * self.c2, hidden)
         self.fFeatures = coupling_net(cond_channels, 2 * channels, hidden)
@@ -164,30 +281,58 @@ class CondAffineCoupling(nn.Module):
     def _shift_scale(self, g: Tensor) -> tuple[Tensor, Tensor]:
         return g[:, 0::2], torch.sigmoid(g[:, 1::2] + 2.0) + self.eps
 
+    def cond_terms(self, u: Tensor) -> CouplingCond:
+        """The latent-independent terms for the conditional map ``u`` (see :class:`CouplingCond`)."""
+        shift_f, scale_f = self._shift_scale(self.fFeatures(u))
+        first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
+        return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)), first.tail_conv(self.c1, u))
+
+    def cond_key(self) -> tuple[Any, ...]:
+        """Changes whenever a parameter that :meth:`cond_terms` reads changes (for caches of its result)."""
+        return _param_key(self.fFeatures) + _param_key(self.fAffine[0])
+
+    def _affine(self, x1: Tensor, terms: CouplingCond) -> tuple[Tensor, Tensor]:
+        first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
+        h = first.actnorm(first.split_input_conv(self.c1, x1, None) + terms.affine_cond)[0]
+        for layer in self.fAffine[1:]:
+            h = layer(h)
+        return self._shift_scale(h)
+
     def forward(
-        self, x: Tensor, cond: Tensor, logdet: Tensor | None = None, reverse: bool = False,
-        features_out: Tensor | None = None,
+        self, x: Tensor, cond: Tensor | None = None, logdet: Tensor | None = None, reverse: bool = False,
+        terms: CouplingCond | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        shift_f, scale_f = self._shift_scale(features_out if features_out is not None else self.fFeatures(cond))
+        """``cond`` (the map u) or precomputed ``terms`` (from :meth:`cond_terms`) must be given."""
+        if terms is None:
+            if cond is None:
+                raise ValueError("CondAffineCoupling needs the conditional map or its precomputed terms")
+            terms = self.cond_terms(cond)
         if not reverse:
-            x = (x + shift_f) * scale_f
+            x = (x + terms.shift_f) * terms.scale_f
             x1, x2 = x[:, : self.c1], x[:, self.c1 :]
-            shift_a, scale_a = self._shift_scale(self.fAffine(torch.cat([x1, cond], 1)))
-            x2 = (x2 + shift_a) * scale_a
+            shift_a, scale_a = self._affine(x1, terms)
+            y = torch.cat([x1, (x2 + shift_a) * scale_a], 1)
             if logdet is not None:
-                logdet = logdet + sum_per_sample(torch.log(scale_f)) + sum_per_sample(torch.log(scale_a))
-            return torch.cat([x1, x2], 1), logdet
+                logdet = logdet + terms.logscale_f + sum_per_sample(torch.log(scale_a))
+            return y, logdet
         y1, y2 = x[:, : self.c1], x[:, self.c1 :]
-        shift_a, scale_a = self._shift_scale(self.fAffine(torch.cat([y1, cond], 1)))
-        y2 = y2 / scale_a - shift_a
-        out = torch.cat([y1, y2], 1) / scale_f - shift_f
+        shift_a, scale_a = self._affine(y1, terms)
+        v = torch.cat([y1, y2 / scale_a - shift_a], 1)
+        out = v / terms.scale_f - terms.shift_f
         if logdet is not None:
-            logdet = logdet - sum_per_sample(torch.log(scale_a)) - sum_per_sample(torch.log(scale_f))
+            logdet = logdet - sum_per_sample(torch.log(scale_a)) - terms.logscale_f
         return out, logdet
 
 
+# ----------------------------------------------------------------------------------------------------
+# flow step, split
+
+
 class FlowStep(nn.Module):
-    """ActNorm → invertible 1x1 conv (→ conditional coupling when ``cond_channels`` is given)."""
+    """ActNorm → invertible 1x1 convolution (→ conditional coupling when ``cond_channels`` is given), §5.4.
+
+    Without ``cond_channels`` it is an "additional" (non-conditional) step and has no ``affine`` submodule.
+    """
 
     def __init__(
         self, channels: int, cond_channels: int | None = None, hidden: int = 64, eps: float = 1e-4
@@ -195,42 +340,56 @@ class FlowStep(nn.Module):
         super().__init__()
         self.actnorm = ActNorm(channels)
         self.invconv = InvConv1x1(channels)
-        self.affine = CondAffineCoupling(channels, cond_channels, hidden, eps) if cond_channels is not None else None
+        self.affine: CondAffineCoupling | None = (
+            CondAffineCoupling(channels, cond_channels, hidden, eps) if cond_channels is not None else None
+        )
+
+    @property
+    def conditional(self) -> bool:
+        return self.affine is not None
 
     def forward(
         self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False, cond: Tensor | None = None,
-        features_out: Tensor | None = None,
+        terms: CouplingCond | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         if not reverse:
             x, logdet = self.actnorm(x, logdet)
             x, logdet = self.invconv(x, logdet)
             if self.affine is not None:
-                x, logdet = self.affine(x, cond, logdet, features_out=features_out)
+                x, logdet = self.affine(x, cond, logdet, terms=terms)
             return x, logdet
         if self.affine is not None:
-            x, logdet = self.affine(x, cond, logdet, reverse=True, features_out=features_out)
+            x, logdet = self.affine(x, cond, logdet, reverse=True, terms=terms)
         x, logdet = self.invconv(x, logdet, reverse=True)
         return self.actnorm(x, logdet, reverse=True)
 
 
 class Split2d(nn.Module):
-    """Factor out the last ``consume`` channels with a learned Gaussian prior conditioned on the kept ones."""
+    """Factor out the last ``consume = round(C·ratio)`` channels with a learned Gaussian prior (§5.6).
+
+    The prior ``Z(keep → 2·consume)`` reads the kept channels only: mean = even, logs = odd output channels.
+    Encode returns ``(kept, logdet + Σ log N(x₂; mean, e^logs), eps)`` with
+    ``eps = (x₂ − mean) / (e^logs + logs_eps)``; decode (``reverse=True``, ``x`` = kept half) rebuilds x₂ from
+    ``eps`` and returns ``([kept, x₂], logdet − Σ log N(x₂; …), None)``.
+    """
 
     def __init__(self, channels: int, consume_ratio: float = 0.5, logs_eps: float = 0.0) -> None:
         super().__init__()
         self.consume = int(round(channels * consume_ratio))
         self.keep = channels - self.consume
+        if self.consume < 1 or self.keep < 1:
+            raise ValueError(f"Split2d: cannot split {channels} channels with ratio {consume_ratio}")
         self.logs_eps = logs_eps
         self.conv = ZeroConv2d(self.keep, 2 * self.consume)
 
-    def prior(self, x1: Tensor) -> tuple[Tensor, Tensor]:
-        g = self.conv(x1)
+    def prior(self, kept: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, logs)`` of the factored-out half given the kept half."""
+        g = self.conv(kept)
         return g[:, 0::2], g[:, 1::2]
 
     def forward(
         self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False, eps: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Encode: returns (kept half, logdet, eps). Decode: ``x`` is the kept half, ``eps`` the latent."""
         if not reverse:
             x1, x2 = x[:, : self.keep], x[:, self.keep :]
             mean, logs = self.prior(x1)
@@ -238,8 +397,31 @@ class Split2d(nn.Module):
             if logdet is not None:
                 logdet = logdet + sum_per_sample(gaussian_logp(x2, mean, logs))
             return x1, logdet, eps_out
+        if eps is None:
+            raise ValueError("Split2d: decoding needs the latent eps")
         mean, logs = self.prior(x)
         x2 = mean + (torch.exp(logs) + self.logs_eps) * eps
         if logdet is not None:
             logdet = logdet - sum_per_sample(gaussian_logp(x2, mean, logs))
         return torch.cat([x, x2], 1), logdet, None
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}, consume={self.consume}, logs_eps={self.logs_eps}"
+
+
+__all__ = [
+    "LOG_2PI",
+    "ActNorm",
+    "CondAffineCoupling",
+    "Conv2dActNorm",
+    "CouplingCond",
+    "FlowStep",
+    "InvConv1x1",
+    "Split2d",
+    "Squeeze",
+    "ZeroConv2d",
+    "coupling_net",
+    "gaussian_logp",
+    "set_actnorm_initialized",
+    "sum_per_sample",
+]

@@ -67,12 +67,12 @@ class SRFlowParams(Params):
         return self
 
     def arch_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`SRFlowNet` (everything but ``preset``/``gradient_checkpointing``)."""
         return self.model_dump(exclude={"preset", "gradient_checkpointing"})
 
 
 def build_srflow(params: SRFlowParams) -> SRFlowNet:
     """Build an :class:`SRFlowNet` (random weights) from validated params."""
     net = SRFlowNet(**params.arch_kwargs())
-    net.gradient_checkpointing = params.gradient_checkpointing
-    net.RRDB.gradient_checkpointing = params.gradient_checkpointing
+    net.gradient_checkpointing = params.gradient_checkpointing  # also switches the RRDB's
     return net

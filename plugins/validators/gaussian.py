@@ -26,6 +26,8 @@ IDEAL = 0.5 + HALF_LOG_2PI
 
 
 class GaussianDistanceParams(Params):
+    """Params of the ``gaussian_distance`` validator."""
+
     heatmaps: int = Field(0, ge=0, description="Write per-pixel heat maps (PNG) for this many first images.")
     add_noise: bool = Field(False, description="Dequantisation noise on encode (official training: off).")
 
@@ -43,7 +45,7 @@ def _crop_to_multiple(lq: Tensor, hq: Tensor, multiple: int, scale: int) -> tupl
 
 
 def _heatmap(values: Tensor) -> np.ndarray:
-    """(H, W) distances → uint8 RGB (black = at the ideal or below, bright = far)."""
+    """(H, W) distances → uint8 RGB, normalised per map: blue at or below the ideal value, orange at the farthest."""
     v = (values - IDEAL).clamp(min=0)
     v = v / max(float(v.max()), 1e-8)
     gray = (v.cpu().numpy() * 255).round().astype(np.uint8)
@@ -57,6 +59,12 @@ class GaussianDistance:
         self.params = params or GaussianDistanceParams()
 
     def __call__(self, model: Any, samples: Iterable[Sample], ctx: ValidationContext) -> ValidationResult:
+        """Encode every sample's HQ given its LQ (LQ cropped to ``model.size_multiple``, HQ to match) in eval mode
+        without gradients. Metrics: ``gaussian_distance`` (mean over every latent element of every image),
+        ``nll`` (mean bits per pixel), ``latent_mean_<i>``/``latent_std_<i>`` per latent level ``i`` (encode
+        order: split latents first, top z last); one row per image. Heat maps (first ``heatmaps`` images, when
+        ``ctx.output_dir`` is set): ``<output_dir>/gaussian_distance/<stem>_step<step>_level<i>.png``, the
+        per-pixel mean over channels of the distance (blue at or below the ideal value, orange at the farthest)."""
         if not hasattr(model, "encode"):
             raise UserError(
                 f"gaussian_distance: the validated network ({type(model).__name__}) is not a flow (no encode)"
@@ -115,4 +123,5 @@ class GaussianDistance:
 
 
 def build_gaussian_distance(params: GaussianDistanceParams) -> GaussianDistance:
+    """The validator factory registered as ``gaussian_distance``."""
     return GaussianDistance(params)
