@@ -716,6 +716,13 @@ class Trainer:
         if resume is not None:
             self._load(resume)
         else:
+            earlier = checkpoint_dirs(self.out / CHECKPOINTS)
+            if earlier:
+                raise UserError(
+                    f"{self.source}: run.output_dir: {self.out} already holds checkpoints of an earlier run (newest "
+                    f"step_{earlier[-1][0]}); continue it with --resume (train.resume = \"auto\") or choose another "
+                    "output_dir"
+                )
             if self.ctx.main:
                 clean_temporaries(self.out / CHECKPOINTS)
             self._wrap_all()

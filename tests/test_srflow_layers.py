@@ -389,6 +389,8 @@ def test_params_validation_and_presets() -> None:
         SRFlowParams(scale=2, L=5, fea_up_minus1=True, stack_blocks=[1])
     with pytest.raises(ValueError):
         SRFlowParams(scale=3)
+    with pytest.raises(ValueError, match="split_consume_ratio 0.01 factors out 0 of the 12 channels"):
+        SRFlowParams(split_consume_ratio=0.01)
     params = SRFlowParams(**SMALL, gradient_checkpointing=True)
     net = build_srflow(params)
     assert net.gradient_checkpointing and net.RRDB.gradient_checkpointing
@@ -413,6 +415,10 @@ def test_dl_art_school_names_load_identically() -> None:
     assert converted.keys() == sd.keys() and all(torch.equal(converted[k], sd[k]) for k in sd)
     with pytest.raises(UserError, match="^K: checkpoint has 2 steps per level, params say 1$"):
         convert_state_dict(renamed, SRFlowParams(**{**inferred, "K": 1}))
+    with pytest.raises(UserError, match="^split_correct_levels: checkpoint splits at 1 levels, params say 2"):
+        convert_state_dict(renamed, SRFlowParams(**{**inferred, "split_correct_levels": True}))
+    with pytest.raises(UserError, match="^split_consume_ratio: checkpoint factors out 6 of 12 channels"):
+        convert_state_dict(renamed, SRFlowParams(**{**inferred, "split_consume_ratio": 0.25}))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -533,3 +533,11 @@ def test_example_train_srflow_runs(tmp_path: Path, reg: PluginRegistry) -> None:
     assert result.exit_code == 0 and "gaussian.nll" in result.metrics
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines if '"unfreeze"' in x] == [2]  # patience 1: 2nd validation
+
+
+def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(images: Path, reg: PluginRegistry) -> None:
+    assert run_train(images, reg, pipeline(images, val=False, train_={"steps": 1})).exit_code == 0
+    with pytest.raises(UserError, match=r"run.output_dir: .*out already holds checkpoints of an earlier run "
+                                        r"\(newest step_1\); continue it with --resume"):
+        run_train(images, reg, pipeline(images, val=False, train_={"steps": 2}))
+    assert run_train(images, reg, pipeline(images, val=False, train_={"steps": 2, "resume": "auto"})).exit_code == 0

@@ -148,6 +148,20 @@ def convert_state_dict(sd: StateDict, params: SRFlowParams) -> dict[str, Tensor]
             f"stack_blocks: checkpoint stacks {n_stack} RRDB blocks, params list {len(params.stack_blocks)} "
             f"({params.stack_blocks}); the indices cannot be read from weights, give params.stack_blocks"
         )
+    splits = max(0, params.L - 1 if params.split_correct_levels else params.L - 2)
+    if st["splits"] != splits:
+        raise UserError(
+            f"split_correct_levels: checkpoint splits at {st['splits']} levels, params say {splits} "
+            f"(split_correct_levels = {str(params.split_correct_levels).lower()})"
+        )
+    if splits:
+        sw = sd[f"flowUpsamplerNet.layers.{st['kinds'].index('split')}.conv.weight"]
+        consume, channels = int(sw.shape[0]) // 2, int(sw.shape[0]) // 2 + int(sw.shape[1])
+        if int(round(channels * params.split_consume_ratio)) != consume:
+            raise UserError(
+                f"split_consume_ratio: checkpoint factors out {consume} of {channels} channels at level 1, "
+                f"params say {params.split_consume_ratio}"
+            )
     out = {RRDB_PREFIX + k: v for k, v in rr_official.items()}
     out.update({k: v for k, v in sd.items() if not k.startswith(RRDB_PREFIX)})
     return out

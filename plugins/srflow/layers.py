@@ -143,7 +143,8 @@ class InvConv1x1(nn.Module):
         w = self.weight
         if not _no_weight_grad(w):
             return self._compute()
-        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        # tensors made under inference_mode may only be reused there (they cannot be saved for backward)
+        key = (w.data_ptr(), w._version, w.device, w.dtype, torch.is_inference_mode_enabled())
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
                 self._cache = self._compute()

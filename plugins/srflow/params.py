@@ -64,6 +64,16 @@ class SRFlowParams(Params):
         err = geometry_error(self.scale, self.L, self.fea_up0, self.fea_up_minus1)
         if err:
             raise ValueError(err)
+        channels = self.out_nc
+        for level in range(1, (self.L - 1 if self.split_correct_levels else self.L - 2) + 1):
+            channels *= 4
+            consume = int(round(channels * self.split_consume_ratio))
+            if not 0 < consume < channels:
+                raise ValueError(
+                    f"split_consume_ratio {self.split_consume_ratio} factors out {consume} of the {channels} "
+                    f"channels at level {level}: a split needs at least one channel on each side"
+                )
+            channels -= consume
         return self
 
     def arch_kwargs(self) -> dict[str, Any]:
