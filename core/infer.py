@@ -794,8 +794,10 @@ def _shard(items: list[InputItem], rank: int, world: int) -> list[InputItem]:
     return items[rank::world] if world > 1 else items
 
 
-def infer(plan: Plan, networks: Mapping[str, Any] | None = None) -> InferSummary:
+def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool = True) -> InferSummary:
     """Run ``plan``'s ``[infer]`` table (networks built from the plan, or the given trained ``networks``).
+
+    Under torchrun (``WORLD_SIZE`` > 1) each rank takes its share of the inputs unless ``shard`` is false.
 
     User mistakes found before any output is written (bad options, no inputs, an output that would overwrite an
     input, a wrong mode for the network) raise :class:`UserError`. Per-image problems (unreadable file, a decode
@@ -806,7 +808,7 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None) -> InferSummary
 
     r = _Runner(plan, networks)
     spec = r.spec
-    items = _shard(r.items, r.rank, r.world)
+    items = _shard(r.items, r.rank, r.world) if shard else r.items
     summary = InferSummary(exit_code=0, output_dir=r.out_dir)
     reports = Reports(border=r.scale) if r.reports_on else None
     records: dict[str, dict[str, Any]] = {}

@@ -4,6 +4,7 @@ A train pipeline with an ``[infer]`` table runs that inference with the trained 
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -30,9 +31,11 @@ def execute(plan: Plan) -> int:
         result = train(plan)
         if result.exit_code != 0 or plan.spec.infer is None:
             return result.exit_code
+        if int(os.environ.get("RANK", "0")) != 0:  # after a distributed run, rank 0 alone runs the inference
+            return 0
         from .infer import infer
 
-        return infer(plan, networks=result.networks).exit_code
+        return infer(plan, networks=result.networks, shard=False).exit_code
     if run.mode == "eval":
         from .evaluate import evaluate
 

@@ -391,7 +391,8 @@ def test_runner_runs_infer_after_training(images: Path, reg: PluginRegistry, mon
 
     seen: dict[str, Any] = {}
 
-    def fake_infer(plan: Any, networks: Any = None) -> Any:
+    def fake_infer(plan: Any, networks: Any = None, shard: bool = True) -> Any:
+        seen["shard"] = shard
         seen["networks"] = networks
         return types.SimpleNamespace(exit_code=0)
 
@@ -403,6 +404,7 @@ def test_runner_runs_infer_after_training(images: Path, reg: PluginRegistry, mon
     plan = make_plan(spec_from_dict(data, source="p.toml", base_dir=images), reg, source="p.toml")
     assert execute(plan) == 0
     assert isinstance(seen["networks"]["generator"], nn.Module)
+    assert seen["shard"] is False  # after training, rank 0 runs the whole inference
 
 
 def test_evaluate_writes_a_table_and_eval_json(images: Path, reg: PluginRegistry, capsys: pytest.CaptureFixture[str]) -> None:

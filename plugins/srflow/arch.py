@@ -213,15 +213,13 @@ class SRFlowNet(nn.Module):
                 feats[ratio] = F.interpolate(last, scale_factor=ratio, mode="bilinear", align_corners=False)
         stacked = torch.cat([rrdb.blocks[b] for b in self.stack_blocks], 1) if self.stack_blocks else None
         maps: list[Tensor] = []
-        resized: dict[tuple[int, int], Tensor] = {}
         for ratio in self.level_ratio:
             fea = feats[ratio]
             if stacked is not None:
+                # nearest: source pixel floor(i·h_S/h_out) — repeated squares above LR, the top-left pixel at LR/2
                 size = (int(fea.shape[-2]), int(fea.shape[-1]))
-                if size not in resized:
-                    same = size == tuple(stacked.shape[-2:])
-                    resized[size] = stacked if same else F.interpolate(stacked, size=size, mode="nearest")
-                fea = torch.cat([fea, resized[size]], 1)
+                same = size == tuple(stacked.shape[-2:])
+                fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
             maps.append(fea)
         return LevelCond(maps, cache=cache)
 

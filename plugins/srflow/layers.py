@@ -227,6 +227,7 @@ class ZeroConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, 3, padding=1)
         self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
         nn.init.zeros_(self.weight)
+        assert self.bias is not None
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
@@ -295,7 +296,7 @@ class CondAffineCoupling(nn.Module):
     def _affine(self, x1: Tensor, terms: CouplingCond) -> tuple[Tensor, Tensor]:
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
         h = first.actnorm(first.split_input_conv(self.c1, x1, None) + terms.affine_cond)[0]
-        for layer in self.fAffine[1:]:
+        for layer in list(self.fAffine)[1:]:
             h = layer(h)
         return self._shift_scale(h)
 

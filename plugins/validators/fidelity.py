@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from restorekit.components import Params, Sample, ValidationContext, ValidationResult
 from restorekit.errors import UserError
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 
 Channel = Literal["rgb", "y"]
@@ -68,6 +67,8 @@ def psnr(sr: np.ndarray, hr: np.ndarray, *, channel: Channel = "rgb", crop_borde
     a, b = _prepare(sr, hr, channel, crop_border)
     if np.array_equal(a, b):
         return math.inf
+    from skimage.metrics import peak_signal_noise_ratio
+
     return float(peak_signal_noise_ratio(b, a, data_range=1.0))
 
 
@@ -78,6 +79,8 @@ def ssim(sr: np.ndarray, hr: np.ndarray, *, channel: Channel = "rgb", crop_borde
     covariances, K1 = 0.01, K2 = 0.03, data range 1, the SSIM map averaged over the valid region and, for RGB,
     over the channels. Images must be at least 11x11 after ``crop_border``.
     """
+    from skimage.metrics import structural_similarity
+
     a, b = _prepare(sr, hr, channel, crop_border)
     if min(a.shape[:2]) < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.shape[0]}x{a.shape[1]}")
