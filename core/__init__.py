@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 from .api import load
 from .checkpoint import read_state_dict, save_generator

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import (
     Any,
     Callable,
+    ClassVar,
     Generic,
     Iterable,
     Literal,
@@ -32,7 +33,7 @@ from typing import (
 )
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 Kind = Literal["generator", "injector", "loss", "validator"]
@@ -49,6 +50,27 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """For components without parameters."""
+
+
+class PresetParams(Params):
+    """Params with named presets: ``preset = "name"`` fills every field the data leaves unset.
+
+    Subclasses set the class variable ``PRESETS`` (name → field values). The same table usually goes into
+    ``GeneratorComponent.presets`` so that ``networks.<name>.preset`` and ``restorekit.load(preset=)`` see it.
+    """
+
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    preset: str | None = Field(None, description="A named params set that fills the fields left unset.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("preset") is not None:
+            name = data["preset"]
+            if name not in cls.PRESETS:
+                raise ValueError(f"unknown preset {name!r} (available: {', '.join(sorted(cls.PRESETS))})")
+            return {**cls.PRESETS[name], **data}
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

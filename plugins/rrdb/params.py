@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from restorekit.components import Params
+from restorekit.components import PresetParams
 
 from .arch import RRDBNet
 
@@ -18,11 +18,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 wiring of the long skip), ``realesrgan-x4plus`` (Real-ESRGAN x4plus: ESRGAN wiring)."""
 
 
-class RRDBParams(Params):
+class RRDBParams(PresetParams):
     """Hyper-parameters of the RRDB network (ESRGAN generator); see ``docs/srflow-architecture.md`` §2.
 
     ``preset`` fills in every field the params do not set (explicit fields win).
     """
+
+    PRESETS = PRESETS
 
     in_nc: int = Field(3, ge=1, description="Channels of the input image (3 for RGB).")
     out_nc: int = Field(3, ge=1, description="Channels of the output image (3 for RGB).")
@@ -49,15 +51,6 @@ class RRDBParams(Params):
         False, description="Recompute the trunk blocks in the backward pass (less memory, slower training)."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in PRESETS:
-                raise ValueError(f"unknown preset {name!r} (available: {', '.join(sorted(PRESETS))})")
-            return {**PRESETS[name], **data}
-        return data
 
     @model_validator(mode="after")
     def _check_unshuffle(self) -> "RRDBParams":

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from restorekit.components import Params
+from restorekit.components import PresetParams
 
 from .arch import SRFlowNet, geometry_error
 
@@ -17,8 +17,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 """The published SRFlow models (SRFlow_DF2K_4X.pth, SRFlow_DF2K_8X.pth, SRFlow_CelebA_8X.pth)."""
 
 
-class SRFlowParams(Params):
+class SRFlowParams(PresetParams):
     """Hyper-parameters of SRFlow (``docs/srflow-architecture.md`` §12 maps the official option names)."""
+
+    PRESETS = PRESETS
 
     scale: Literal[2, 4, 8, 16] = Field(4, description="Upscaling factor.")
     in_nc: int = Field(3, ge=1, description="LR image channels.")
@@ -46,15 +48,6 @@ class SRFlowParams(Params):
     gradient_checkpointing: bool = Field(False, description="Recompute RRDB blocks and flow steps in backward.")
     preset: str | None = Field(None, description=f"Named params set filling unset fields: {', '.join(PRESETS)}.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in PRESETS:
-                raise ValueError(f"unknown preset {name!r} (available: {', '.join(PRESETS)})")
-            return {**PRESETS[name], **data}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> "SRFlowParams":
