@@ -11,29 +11,8 @@ from torch import nn
 
 from .checkpoint import read_state_dict, restorekit_metadata
 from .errors import UserError
-from .plan import generator_params, load_weights, resolve_device
-from .registry import PluginRegistry, Resolved
-
-
-def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> Resolved:
-    """The one installed generator whose ``detect`` accepts ``state_dict``."""
-    tried, hits = [], []
-    for r in registry.generators():
-        detect = getattr(r.component, "detect", None)
-        if detect is None:
-            continue
-        tried.append(r.component.name)
-        if detect(state_dict):
-            hits.append(r)
-    if not hits:
-        raise UserError(
-            f"{source}: no installed generator recognises this checkpoint (tried: {', '.join(sorted(tried)) or 'none'}); "
-            "pass component=..."
-        )
-    if len(hits) > 1:
-        names = ", ".join(sorted(h.component.name for h in hits))
-        raise UserError(f"{source}: several generators recognise this checkpoint ({names}); pass component=...")
-    return hits[0]
+from .plan import detect_generator, generator_params, load_weights, resolve_device
+from .registry import PluginRegistry
 
 
 def load(

@@ -29,11 +29,22 @@ from .spec import (
 
 
 @dataclass(frozen=True)
+class SubmodulePlan:
+    """A checkpoint loaded into the sub-module ``name`` of a network (``networks.<n>.init_submodules``)."""
+
+    name: str
+    path: Path
+    resolved: Resolved
+    params: BaseModel
+
+
+@dataclass(frozen=True)
 class NetworkPlan:
     name: str
     spec: NetworkSpec
     resolved: Resolved
     params: BaseModel
+    submodules: tuple[SubmodulePlan, ...] = ()
 
     @property
     def component(self) -> GeneratorComponent[Any]:
@@ -154,9 +165,37 @@ def build_network(plan: NetworkPlan, device: torch.device | None = None) -> nn.M
     ckpt = plan.spec.checkpoint
     if ckpt is not None:
         load_weights(module, comp, plan.params, read_state_dict(ckpt), strict=plan.spec.strict, source=str(ckpt))
+    for part in plan.submodules:
+        try:
+            sub = module.get_submodule(part.name)
+        except AttributeError:
+            raise UserError(f"networks.{plan.name}.init_submodules: {comp.name!r} has no sub-module {part.name!r}") from None
+        load_weights(sub, part.resolved.component, part.params, read_state_dict(part.path), strict=True,  # type: ignore[arg-type]
+                     source=str(part.path))
     if device is not None:
         module = module.to(device)
     return module
+
+
+def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> Resolved:
+    """The one installed generator whose ``detect`` accepts ``state_dict``."""
+    tried, hits = [], []
+    for r in registry.generators():
+        detect = getattr(r.component, "detect", None)
+        if detect is None:
+            continue
+        tried.append(r.component.name)
+        if detect(state_dict):
+            hits.append(r)
+    if not hits:
+        raise UserError(
+            f"{source}: no installed generator recognises this checkpoint (tried: {', '.join(sorted(tried)) or 'none'}); "
+            "pass component=..."
+        )
+    if len(hits) > 1:
+        names = ", ".join(sorted(h.component.name for h in hits))
+        raise UserError(f"{source}: several generators recognise this checkpoint ({names}); pass component=...")
+    return hits[0]
 
 
 def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pipeline") -> Plan:
@@ -189,7 +228,18 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
             resolved, params=net.params, preset=net.preset, state_dict=sd, file_params=file_params,
             source=source, where=f"{where}.params",
         )
-        networks[name] = NetworkPlan(name, net, resolved, params)
+        parts = []
+        for sub, path in net.init_submodules.items():
+            where_sub = f"{where}.init_submodules.{sub}"
+            if not Path(path).is_file():
+                raise UserError(f"{source}: {where_sub}: {path}: file not found")
+            sub_sd = read_state_dict(path)
+            sub_comp, sub_params = restorekit_metadata(path)
+            sub_resolved = get("generator", sub_comp, where_sub) if sub_comp else detect_generator(registry, sub_sd, str(path))
+            parts.append(SubmodulePlan(sub, Path(path), sub_resolved, generator_params(
+                sub_resolved, params={}, preset=None, state_dict=sub_sd, file_params=sub_params,
+                source=source, where=where_sub)))
+        networks[name] = NetworkPlan(name, net, resolved, params, tuple(parts))
 
     steps: list[StepPlan] = []
     for sname, step in spec.steps.items():

@@ -90,6 +90,11 @@ class NetworkSpec(SpecModel):
     strict: bool = Field(True, description="Every checkpoint tensor must match a parameter.")
     trainable: bool = Field(True, description="Whether the optimizer updates this network from step 0.")
     unfreeze: UnfreezeSpec | None = Field(None, description="Rule that switches trainable on.")
+    init_submodules: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Load other checkpoints into sub-modules after `checkpoint`: {RRDB = \"rrdb.safetensors\"} puts a "
+        "standalone RRDB (any layout an installed generator detects) into SRFlow's conditional RRDB (stage 1 -> 2).",
+    )
     trainable_only: list[str] | None = Field(
         None,
         description="Train only parameters whose names start with one of these prefixes "
@@ -477,7 +482,10 @@ def resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
         return ds.model_copy(update={"hq": [fix(h) for h in ds.hq], "lq": fix(ds.lq)})
 
     networks = {
-        n: net.model_copy(update={"checkpoint": fix(net.checkpoint)}) for n, net in spec.networks.items()
+        n: net.model_copy(
+            update={"checkpoint": fix(net.checkpoint), "init_submodules": {k: fix(v) for k, v in net.init_submodules.items()}}
+        )
+        for n, net in spec.networks.items()
     }
     update: dict[str, Any] = {
         "run": spec.run.model_copy(update={"output_dir": fix(spec.run.output_dir)}),
