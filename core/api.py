@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from .checkpoint import read_state_dict, restorekit_metadata
-from .errors import UserError
 from .plan import detect_generator, generator_params, load_weights, resolve_device
 from .registry import PluginRegistry
 

@@ -231,7 +231,7 @@ def make_slots(spec: InferSpec, *, flow: bool, seed: int, reference: Path | None
             Slot(f"_t{_tname(t)}_s{s}_seed{seed + s}", f"t={_tname(t)} s{s}", temperature=t, sample=s,
                  seed=seed + s, in_grid=s == 0)
             for t in spec.temperatures
-            for s in range(spec.samples)
+            for s in range(spec.samples if t != 0 else 1)  # temperature 0 is deterministic: one image
         ]
     if mode == "restore":
         return [Slot(f"_restored_t{_tname(t)}", f"restored t={_tname(t)}", temperature=t) for t in spec.temperatures]
