@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 from pydantic import (
     BaseModel,
@@ -452,10 +452,13 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> PipelineSpec:
-    """Read, override and validate a pipeline file; relative paths resolve against its folder."""
+    """Read, override and validate a pipeline file; relative paths resolve against its folder (those given in
+    ``overrides`` against the working directory)."""
     p = Path(path)
     data = apply_overrides(read_toml(p), list(overrides or []))
-    return spec_from_dict(data, source=str(p), base_dir=p.parent)
+    spec = spec_from_dict(data, source=str(p))
+    overridden = [".".join(parse_override(o)[0]) for o in overrides or []]
+    return resolve_paths(spec, p.parent, overridden)
 
 
 def spec_from_dict(
@@ -468,41 +471,52 @@ def spec_from_dict(
     return resolve_paths(spec, base_dir) if base_dir is not None else spec
 
 
-def resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
-    """Relative paths in the spec are relative to the pipeline file's folder (globs included)."""
+def resolve_paths(spec: PipelineSpec, base: Path, overridden: Sequence[str] = ()) -> PipelineSpec:
+    """Relative paths in the spec are relative to the pipeline file's folder (globs included); paths given with
+    ``--set`` (dotted keys in ``overridden``) are relative to the working directory, as on any command line."""
 
-    def fix(p: Path | None) -> Path | None:
+    def fix(p: Path | None, key: str) -> Path | None:
         if p is None or p.is_absolute():
             return p
-        return base / p
+        from_cli = any(key == o or key.startswith(o + ".") for o in overridden)
+        return (Path.cwd() if from_cli else base) / p
 
-    def fix_ds(ds: DatasetSpec | None) -> DatasetSpec | None:
+    def fix_ds(ds: DatasetSpec | None, key: str) -> DatasetSpec | None:
         if ds is None:
             return None
-        return ds.model_copy(update={"hq": [fix(h) for h in ds.hq], "lq": fix(ds.lq)})
+        return ds.model_copy(update={"hq": [fix(h, f"{key}.hq") for h in ds.hq], "lq": fix(ds.lq, f"{key}.lq")})
 
     networks = {
         n: net.model_copy(
-            update={"checkpoint": fix(net.checkpoint), "init_submodules": {k: fix(v) for k, v in net.init_submodules.items()}}
+            update={
+                "checkpoint": fix(net.checkpoint, f"networks.{n}.checkpoint"),
+                "init_submodules": {
+                    k: fix(v, f"networks.{n}.init_submodules.{k}") for k, v in net.init_submodules.items()
+                },
+            }
         )
         for n, net in spec.networks.items()
     }
+    data = spec.data.model_copy(
+        update={"train": fix_ds(spec.data.train, "data.train"), "val": fix_ds(spec.data.val, "data.val")}
+    )
     update: dict[str, Any] = {
-        "run": spec.run.model_copy(update={"output_dir": fix(spec.run.output_dir)}),
+        "run": spec.run.model_copy(update={"output_dir": fix(spec.run.output_dir, "run.output_dir")}),
         "networks": networks,
-        "data": spec.data.model_copy(update={"train": fix_ds(spec.data.train), "val": fix_ds(spec.data.val)}),
+        "data": data,
     }
     if spec.infer is not None:
-        update["infer"] = spec.infer.model_copy(
+        i = spec.infer
+        update["infer"] = i.model_copy(
             update={
-                "inputs": [fix(i) for i in spec.infer.inputs],
-                "output_dir": fix(spec.infer.output_dir),
-                "reference": fix(spec.infer.reference),
-                "temperature_map": fix(spec.infer.temperature_map),
+                "inputs": [fix(p, "infer.inputs") for p in i.inputs],
+                "output_dir": fix(i.output_dir, "infer.output_dir"),
+                "reference": fix(i.reference, "infer.reference"),
+                "temperature_map": fix(i.temperature_map, "infer.temperature_map"),
             }
         )
     if spec.train is not None and isinstance(spec.train.resume, Path):
-        update["train"] = spec.train.model_copy(update={"resume": fix(spec.train.resume)})
+        update["train"] = spec.train.model_copy(update={"resume": fix(spec.train.resume, "train.resume")})
     return spec.model_copy(update=update)
 
 

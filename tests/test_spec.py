@@ -95,3 +95,13 @@ def test_schema_covers_every_section_and_documents_fields() -> None:
         if "description" not in prop and model.endswith("Spec")
     ]
     assert undocumented == []
+
+
+def test_paths_from_the_command_line_are_relative_to_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "cfg").mkdir()
+    f = tmp_path / "cfg" / "p.toml"
+    f.write_text('[run]\nmode = "infer"\n[networks.generator]\ncomponent = "rrdb"\ncheckpoint = "w.pth"\n[infer]\ninputs = "imgs"\n')
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(f, ["networks.generator.checkpoint=weights/x.pth", "run.seed=3"])
+    assert spec.networks["generator"].checkpoint == tmp_path / "weights" / "x.pth"
+    assert spec.infer.inputs == [tmp_path / "cfg" / "imgs"]
