@@ -237,6 +237,18 @@ def augment(imgs: Sequence[Tensor], rng: np.random.Generator, *, flip: bool, rot
 # training dataset
 
 
+def select_images(spec: DatasetSpec, where: str) -> list[ImageEntry]:
+    """The dataset's images (``hq`` folders/files/globs, at most ``max_images``), after checking its corruption
+    ranges and its paired ``lq`` folder; every problem is a :class:`UserError` naming ``where``."""
+    check_corrupt(spec.corrupt, where)
+    entries = find_images(spec.hq, f"{where}.hq")
+    if spec.max_images is not None:
+        entries = entries[: spec.max_images]
+    if spec.lq is not None and not Path(spec.lq).is_dir():
+        raise UserError(f"{where}.lq: {spec.lq}: no such folder")
+    return entries
+
+
 class TrainDataset(Dataset[dict[str, Tensor]]):
     """Random HR crops of ``target_size`` and their LR (``hq`` (3,T,T), ``lq`` (3,T/s,T/s), float in [0,1]).
 
@@ -256,12 +268,7 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
             raise UserError(
                 f"{where}.target_size: {spec.target_size} is not a multiple of scale x size_multiple = {unit}"
             )
-        check_corrupt(spec.corrupt, where)
-        entries = find_images(spec.hq, f"{where}.hq")
-        if spec.max_images is not None:
-            entries = entries[: spec.max_images]
-        if spec.lq is not None and not Path(spec.lq).is_dir():
-            raise UserError(f"{where}.lq: {spec.lq}: no such folder")
+        entries = select_images(spec, where)
         size = spec.target_size
         kept: list[tuple[ImageEntry, Path | None]] = []
         small: list[str] = []
@@ -347,12 +354,7 @@ def load_val_samples(
     unit = s * max(1, int(size_multiple))
     if spec.crop and spec.crop % unit:
         raise UserError(f"{where}.crop: {spec.crop} is not a multiple of scale x size_multiple = {unit}")
-    check_corrupt(spec.corrupt, where)
-    entries = find_images(spec.hq, f"{where}.hq")
-    if spec.max_images is not None:
-        entries = entries[: spec.max_images]
-    if spec.lq is not None and not Path(spec.lq).is_dir():
-        raise UserError(f"{where}.lq: {spec.lq}: no such folder")
+    entries = select_images(spec, where)
     samples: list[Sample] = []
     small: list[str] = []
     for index, e in enumerate(entries):
