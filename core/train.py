@@ -1082,7 +1082,9 @@ class Trainer:
         self.log.scalars(self.step, values, "train")
         self.log.record({"step": self.step, "kind": "train", "time": time.time(), **values})
         post = {"loss": f"{values.get('loss', float('nan')):.4g}"}
-        lr = next((v for k, v in values.items() if k.startswith("lr/")), None)
+        running = [sp.name for sp in self.plan.steps if active(sp.spec, max(0, self.step - 1))]
+        shown = [f"lr/{name}." for name in running] if len(self.optimizers) > 1 else ["lr/"]
+        lr = next((v for k, v in values.items() if any(k.startswith(p) for p in shown)), None)
         if lr is not None:
             post["lr"] = f"{lr:.2e}"
         bar.set_postfix(post, refresh=False)

@@ -79,3 +79,9 @@ def sample_png(tmp_path: Path):
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path_factory, monkeypatch):
+    """Every test runs in a fresh working directory: nothing can land in the checkout by accident."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -200,7 +200,7 @@ def run_here(project: Path, *overrides: str) -> int:
 def test_resume_from_a_given_folder(project: Path) -> None:
     assert run_here(project, "train.steps=4") == 0
     folder = project / "out" / "checkpoints" / "step_2"
-    assert run_here(project, "train.steps=4", f'train.resume="{folder}"', 'run.output_dir="out2"') == 0
+    assert run_here(project, "train.steps=4", f'train.resume="{folder}"', f'run.output_dir="{project / "out2"}"') == 0
     assert [s for s, _ in checkpoint_dirs(project / "out2" / "checkpoints")] == [4]
     four_a = read_state_dict(project / "out" / "checkpoints" / "step_4" / "generator.safetensors")
     four_b = read_state_dict(project / "out2" / "checkpoints" / "step_4" / "generator.safetensors")
@@ -208,7 +208,7 @@ def test_resume_from_a_given_folder(project: Path) -> None:
     with pytest.raises(UserError, match="train.resume: .*train: not a complete checkpoint folder"):
         run_here(project, f'train.resume="{project / "train"}"')
     # 'auto' without a checkpoint starts fresh
-    assert run_here(project, "train.steps=1", 'train.resume="auto"', 'run.output_dir="out3"') == 0
+    assert run_here(project, "train.steps=1", 'train.resume="auto"', f'run.output_dir="{project / "out3"}"') == 0
 
 
 def test_newest_complete_checkpoint_ignores_partial_folders(tmp_path: Path) -> None:
