@@ -85,3 +85,13 @@ def _seed():
 def _work_in_tmp(tmp_path_factory, monkeypatch):
     """Every test runs in a fresh working directory: nothing can land in the checkout by accident."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny networks gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's waits
+    cost far more than the work: one thread keeps these tests fast and their timing steady."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

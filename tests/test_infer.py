@@ -170,16 +170,6 @@ def make_registry(fakes: FakePlugin | None = None) -> PluginRegistry:
     return reg
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny networks gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's waits
-    cost far more than the work: one thread keeps these tests fast and their timing steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> FakePlugin:
     """The CLI resolves components in a registry holding the first-party plugins plus the fakes."""

@@ -49,16 +49,6 @@ RRDB_RADIUS = 19
 FAKE_FLOW_RADIUS = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny networks gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's waits
-    cost far more than the work: one thread keeps these tests fast and their timing steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_rrdb(scale: int = 2, **kw):
     from restorekit_rrdb import RRDBNet
 
