@@ -12,20 +12,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fixtures_dir() -> Path | None:
-    env = os.environ.get("RESTOREKIT_FIXTURES")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "fixtures", ROOT / "tests" / "fixtures"]:
-        if cand.is_dir():
-            return cand
-    return None
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def fixtures_dir() -> Path:
+    """The official-format parity fixtures the repository carries (tests/fixtures, see its README)."""
+    return Path(os.environ.get("RESTOREKIT_FIXTURES") or FIXTURES)
 
 
 @pytest.fixture
 def fixtures() -> Path:
-    d = fixtures_dir()
-    if d is None:
-        pytest.skip("official-format fixtures not found (../shared/fixtures or $RESTOREKIT_FIXTURES)")
-    return d
+    return fixtures_dir()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SRFlow parity with the official outputs stored in shared/fixtures/srflow_x4 (tolerances of its README).
+"""SRFlow parity with the official outputs stored in tests/fixtures/srflow_x4 (tolerances of its README).
 
 The network is loaded the way a user's file is: ``read_state_dict`` (fp16 → fp32), params read off the tensors
 (with the stacked blocks [0, 1, 2, 3] given explicitly), key conversion, strict ``load_state_dict``. Every output is
@@ -29,21 +29,15 @@ SCALARS = [
 ]
 
 
-def _fixture_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"]
-    if os.environ.get("RESTOREKIT_FIXTURES"):
-        candidates.append(Path(os.environ["RESTOREKIT_FIXTURES"]))
-    for root in candidates:
-        if (root / "srflow_x4" / "official.pth").is_file():
-            return root / "srflow_x4"
-    return None
+def _fixture_dir() -> Path:
+    from conftest import fixtures_dir
+
+    return fixtures_dir() / "srflow_x4"
 
 
 @pytest.fixture(scope="module")
 def fx() -> dict[str, Any]:
     d = _fixture_dir()
-    if d is None:
-        pytest.skip("SRFlow fixture srflow_x4 not found (../shared/fixtures/srflow_x4 or $RESTOREKIT_FIXTURES)")
     from safetensors.torch import load_file
 
     sd = read_state_dict(d / "official.pth")
