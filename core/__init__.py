@@ -7,9 +7,22 @@ Public API (everything else is internal):
 * :class:`PluginRegistry` — plugins from the ``restorekit.plugins`` entry points;
 * hook markers and component types for plugin authors: :data:`hookimpl`, :class:`GeneratorComponent`,
   :class:`InjectorComponent`, :class:`LossComponent`, :class:`ValidatorComponent`, :class:`Params`;
-* runtime protocols: :class:`SRModel`, :class:`FlowModel`, :class:`EncodeResult`, :class:`Sample`,
-  :class:`ValidationContext`, :class:`ValidationResult`;
-* :class:`UserError`, :func:`read_state_dict`, :func:`save_generator`.
+* params bases :class:`Params`, :class:`NoParams`, :class:`PresetParams`; type aliases :data:`StateDict`,
+  :data:`State`, :data:`Kind`;
+* runtime protocols: :class:`SRModel`, :class:`FlowModel`, :class:`EncodeResult`, :class:`Injector`, :class:`Loss`,
+  :class:`Validator`, :class:`Sample`, :class:`ValidationContext`, :class:`ValidationResult`;
+* :func:`state_get` (a state entry, or a one-line error listing the keys present);
+* latent tools for flows: :func:`sample_latents`, :func:`scale_latents`, :func:`temperature_at`,
+  :func:`normalize_latents`, :func:`transfer_latents`, :func:`interpolate_latents`, :func:`zeros_like_latents`,
+  :func:`latent_norm`, :func:`as_temperature` (types :data:`Latents`, :data:`Temperature`);
+* :mod:`metrics` (``restorekit.metrics``): :func:`~restorekit.metrics.psnr`, :func:`~restorekit.metrics.ssim`,
+  :func:`~restorekit.metrics.rgb_to_y`, as SR papers measure;
+* :func:`run_padded` (``model(lr)`` for any LR size: pad, run, crop) and :func:`pad_to_multiple`;
+* :class:`UserError`, :class:`PluginWarning`, :func:`read_state_dict`, :func:`save_generator`;
+* :class:`ModelEntry`: a model catalogue entry (what a plugin's ``restorekit_catalogue`` hook returns);
+* :mod:`restorekit.testing`: the conformance kit plugin authors call from their tests (imported on demand).
+
+Plugins import only from here (``from restorekit import X``), never from ``restorekit.<submodule>``.
 """
 
 from __future__ import annotations
@@ -18,23 +31,48 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .api import load
+from .catalogue import ModelEntry
+from .builtins import state_get
 from .checkpoint import read_state_dict, save_generator
 from .components import (
     Component,
     EncodeResult,
     FlowModel,
     GeneratorComponent,
+    Injector,
     InjectorComponent,
+    Kind,
+    Loss,
     LossComponent,
+    NoParams,
     Params,
+    PresetParams,
     Sample,
     SRModel,
+    State,
+    StateDict,
     ValidationContext,
     ValidationResult,
+    Validator,
     ValidatorComponent,
 )
-from .errors import UserError
+from .errors import PluginWarning, UserError
 from .hookspecs import hookimpl
+from .latents import (
+    Latents,
+    Temperature,
+    as_temperature,
+    interpolate_latents,
+    latent_norm,
+    normalize_latents,
+    sample_latents,
+    scale_latents,
+    temperature_at,
+    transfer_latents,
+    zeros_like_latents,
+)
+from . import metrics
+from .padding import pad_to_multiple, run_padded
 from .plan import Plan, make_plan
 from .registry import PluginRegistry
 from .spec import PipelineSpec, load_spec
@@ -58,24 +96,49 @@ __all__ = [
     "EncodeResult",
     "FlowModel",
     "GeneratorComponent",
+    "Injector",
     "InjectorComponent",
+    "Kind",
+    "Latents",
+    "Loss",
     "LossComponent",
+    "ModelEntry",
+    "NoParams",
     "Params",
     "PipelineSpec",
     "Plan",
     "PluginRegistry",
+    "PluginWarning",
+    "PresetParams",
     "SRModel",
     "Sample",
+    "State",
+    "StateDict",
+    "Temperature",
     "UserError",
     "ValidationContext",
     "ValidationResult",
+    "Validator",
     "ValidatorComponent",
     "__version__",
+    "as_temperature",
     "hookimpl",
+    "interpolate_latents",
+    "latent_norm",
     "load",
     "load_spec",
     "make_plan",
+    "metrics",
+    "normalize_latents",
+    "pad_to_multiple",
     "read_state_dict",
     "run",
+    "run_padded",
+    "sample_latents",
     "save_generator",
+    "scale_latents",
+    "state_get",
+    "temperature_at",
+    "transfer_latents",
+    "zeros_like_latents",
 ]

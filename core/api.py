@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from .catalogue import check_loaded, fetch, load_catalogue, lookup, looks_like_name
 from .checkpoint import read_state_dict, restorekit_metadata
 from .plan import detect_generator, generator_params, load_weights, resolve_device
 from .registry import PluginRegistry
@@ -22,10 +23,14 @@ def load(
     preset: str | None = None,
     strict: bool = True,
     registry: PluginRegistry | None = None,
+    catalogue: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     **params: Any,
 ) -> nn.Module:
-    """Load a generator from a checkpoint file, ready for inference (eval mode).
+    """Load a generator from a checkpoint file or a catalogue name, ready for inference (eval mode).
 
+    ``checkpoint`` that is not an existing file but a name in the model catalogue (``restore-run --list-models``;
+    ``catalogue`` adds catalogue files) loads that model: bundled, cached, or downloaded once into the cache
+    (``$RESTOREKIT_HOME``); its component, scale and parameter count are checked against the entry.
     The component is read from restorekit's own files, given by ``component``, or detected from the
     tensors' names by the installed plugins. Architecture params are read off the tensors where possible;
     ``preset`` and keyword ``params`` fill in or override them (a mismatch with the file is an error).
@@ -33,10 +38,18 @@ def load(
     """
     path = Path(checkpoint)
     registry = registry or PluginRegistry.load()
+    entry = None
+    if not path.exists() and isinstance(checkpoint, str) and looks_like_name(checkpoint):
+        entry = lookup(checkpoint, load_catalogue(catalogue, registry=registry), where=f"{checkpoint}: not a file")
+        path = fetch(entry)
+        preset = preset if preset is not None else entry.preset
+        params = {**entry.params, **params}
     sd = read_state_dict(path)
     meta_component, file_params = restorekit_metadata(path)
     name = component or meta_component
     resolved = registry.get("generator", name) if name else detect_generator(registry, sd, str(path))
+    if entry is not None and resolved.component.name != entry.component:
+        check_loaded(entry, resolved.component.name, nn.Identity(), path)  # one line: the file is not what it says
     if meta_component is not None and resolved.component.name != meta_component:
         file_params = {}
     parsed = generator_params(
@@ -45,5 +58,7 @@ def load(
     )
     module: nn.Module = resolved.component.build(parsed)
     load_weights(module, resolved.component, parsed, sd, strict=strict, source=str(path))  # type: ignore[arg-type]
+    if entry is not None:
+        check_loaded(entry, resolved.component.name, module, path)
     dev = resolve_device(str(device)) if device is not None else torch.device("cpu")
     return module.to(dev).eval()

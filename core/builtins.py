@@ -34,6 +34,13 @@ def state_get(state: State, key: str, who: str) -> Any:
 # generator injector
 
 
+MODE_INPUTS: dict[str, tuple[str, ...]] = {"forward": ("lr",), "rrdb": ("lr",), "encode": ("hr", "lr"), "decode": ("lr",)}
+MODE_OUTPUTS: dict[str, dict[str, str]] = {
+    "forward": {"sr": "sr"}, "rrdb": {"sr": "sr"}, "decode": {"sr": "sr"},
+    "encode": {"z": "z", "nll": "nll", "logdet": "logdet"},
+}
+
+
 class GeneratorInjectorParams(Params):
     """Typed wiring of a generator call (DL-Art-School's ``generator`` injector, by name)."""
 
@@ -56,11 +63,27 @@ class GeneratorInjectorParams(Params):
 
     @model_validator(mode="after")
     def _needs(self) -> "GeneratorInjectorParams":
-        need = {"forward": ("lr",), "rrdb": ("lr",), "encode": ("hr", "lr"), "decode": ("lr",)}[self.mode]
+        need = MODE_INPUTS[self.mode]
         missing = [n for n in need if n not in self.inputs]
         if missing:
             raise ValueError(f"mode {self.mode!r} needs inputs.{missing[0]}")
         return self
+
+
+def injector_outputs(params: GeneratorInjectorParams) -> dict[str, str]:
+    """Output name → state key (default: sr → 'sr'; encode: z, nll, logdet under their own names)."""
+    return dict(params.outputs) or dict(MODE_OUTPUTS[params.mode])
+
+
+def injector_reads(params: GeneratorInjectorParams) -> list[str]:
+    """The state keys the generator injector reads: its mode's inputs (decode: also latents/temperature if wired)."""
+    used = [*MODE_INPUTS[params.mode], *(("latents", "temperature") if params.mode == "decode" else ())]
+    return [params.inputs[name] for name in used if name in params.inputs]
+
+
+def injector_writes(params: GeneratorInjectorParams) -> list[str]:
+    """The state keys the generator injector writes (outputs its mode does not produce are never written)."""
+    return [key for out, key in injector_outputs(params).items() if out in MODE_OUTPUTS[params.mode]]
 
 
 class GeneratorInjector:
@@ -74,9 +97,7 @@ class GeneratorInjector:
             )
         self.params = params
         self.net = networks[params.network]
-        default = {"forward": {"sr": "sr"}, "rrdb": {"sr": "sr"}, "decode": {"sr": "sr"},
-                   "encode": {"z": "z", "nll": "nll", "logdet": "logdet"}}[params.mode]
-        self.outputs = dict(params.outputs) or default
+        self.outputs = injector_outputs(params)
         if params.mode in ("encode", "decode") and not (
             hasattr(self.net, "encode") and hasattr(self.net, "decode")
         ):
@@ -169,6 +190,8 @@ def restorekit_injectors() -> list[InjectorComponent[Any]]:
             params=GeneratorInjectorParams,
             build=build_generator_injector,
             summary="Run a generator (forward / flow encode / flow decode / RRDB) on named state keys",
+            reads=injector_reads,
+            writes=injector_writes,
         )
     ]
 
@@ -177,7 +200,7 @@ def restorekit_injectors() -> list[InjectorComponent[Any]]:
 def restorekit_losses() -> list[LossComponent[Any]]:
     return [
         LossComponent(name="pixel", params=PixelLossParams, build=PixelLoss,
-                      summary="l1 / l2 / charbonnier between two state keys"),
+                      summary="l1 / l2 / charbonnier between two state keys", reads=lambda p: [p.pred, p.target]),
         LossComponent(name="direct", params=DirectLossParams, build=DirectLoss,
-                      summary="A state key (e.g. nll) used as the loss"),
+                      summary="A state key (e.g. nll) used as the loss", reads=lambda p: [p.key]),
     ]

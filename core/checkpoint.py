@@ -9,19 +9,26 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from .errors import UserError
+from .files import atomic_dir, atomic_write, pid_alive
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator", "netG")
 META_COMPONENT = "restorekit.component"
 META_PARAMS = "restorekit.params"
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -58,7 +65,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: checkpoint file not found")
+        raise UnreadableCheckpoint(f"{p}: checkpoint file not found")
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -66,21 +73,47 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             raw: Any = load_file(str(p))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise UnreadableCheckpoint(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
     else:
-        try:
-            raw = torch.load(str(p), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            text = str(exc)
-            if "GLOBAL" in text or "global" in text:
-                what = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
-                raise UserError(
-                    f"{p}: refused to load: the pickle would run code beyond plain tensors ({what[:160]})"
-                ) from None
-            raise UserError(f"{p}: not a readable PyTorch checkpoint (corrupt or not a pickle)") from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-            raise UserError(f"{p}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        raw = safe_torch_load(p)
     return canonicalize_state_dict(raw, source=str(p))
+
+
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file that is empty, truncated or not what its name says (a resume may fall back)."""
+
+
+class UnsafeCheckpoint(UserError):
+    """A pickle that would run code when loaded: never loaded, never a fallback."""
+
+
+_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+
+
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with one-line errors naming the file.
+
+    A pickle that would call anything beyond plain tensors and containers raises :class:`UnsafeCheckpoint`
+    ("not a safe checkpoint", with the callable it names); torch's own advice to load it unsafely is never
+    passed on. A truncated, empty or foreign file raises :class:`UnreadableCheckpoint`.
+    """
+    p = Path(path)
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        m = _GLOBAL.search(str(exc))
+        if m is not None or "global" in str(exc).lower():
+            what = f" (it calls {m.group(1)})" if m is not None else ""
+            raise UnsafeCheckpoint(
+                f"{p}: not a safe checkpoint: the pickle would run code beyond plain tensors{what}; refused"
+            ) from None
+        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint (corrupt or not a pickle)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
+            AttributeError, IndexError, MemoryError) as exc:
+        reason = "empty file" if isinstance(exc, EOFError) else _first_line(exc)
+        if "weights_only" in reason:
+            reason = type(exc).__name__
+        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -98,24 +131,23 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def restorekit_metadata(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
-    """``(component, params)`` written by :func:`save_generator`, or ``(None, {})``."""
+    """``(component, params)`` written by :func:`save_generator`, or ``(None, {})``.
+
+    Metadata that is not what :func:`save_generator` writes (params not JSON, or not a JSON object; a component
+    that is not a name) is a one-line :class:`UserError` naming the file."""
     meta = read_metadata(path)
     component = meta.get(META_COMPONENT)
-    params = json.loads(meta[META_PARAMS]) if META_PARAMS in meta else {}
-    return component, params
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if component is not None and (not isinstance(component, str) or not component.strip()):
+        raise UserError(f"{path}: metadata {META_COMPONENT!r} is not a component name (got {component!r:.60})")
+    if META_PARAMS not in meta:
+        return component, {}
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        params = json.loads(meta[META_PARAMS])
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path}: metadata {META_PARAMS!r} is not JSON ({_first_line(exc)})") from None
+    if not isinstance(params, dict):
+        raise UserError(f"{path}: metadata {META_PARAMS!r} is not a JSON object (got {type(params).__name__})")
+    return component, params
 
 
 def save_safetensors(
@@ -138,6 +170,80 @@ def save_generator(
         module.state_dict(),
         {META_COMPONENT: component, META_PARAMS: json.dumps(dict(params), default=str)},
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# training checkpoint folders: <output_dir>/checkpoints/step_<N>/{state.pt, meta.json, <network>.safetensors}
+
+
+def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoint folders under ``root`` (``step_<N>`` with state and meta files), oldest first."""
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        m = _STEP_DIR.match(d.name)
+        if m and d.is_dir() and (d / STATE_FILE).is_file() and (d / META_FILE).is_file():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None."""
+    dirs = checkpoint_dirs(Path(output_dir) / CHECKPOINTS)
+    return dirs[-1][1] if dirs else None
+
+
+def write_checkpoint_dir(root: Path, step: int, write: Callable[[Path], None]) -> Path:
+    """Fill a fresh temporary folder (``.tmp-step_<N>-<PID>-<random>``, made by ``mkdtemp``: never an existing
+    folder) with ``write(tmp)`` then rename it to ``root/step_<step>``: a reader (or a resume after a crash)
+    never sees a partial checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    with atomic_dir(final, f".tmp-step_{step}-{os.getpid()}-") as tmp:
+        write(tmp)
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".old-step_{step}-{os.getpid()}-", dir=root))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    return final
+
+
+def prune_checkpoints(root: Path, keep_last: int, keep: set[int]) -> list[Path]:
+    """Delete complete checkpoints except the newest ``keep_last`` and the steps in ``keep``; returns what
+    was deleted."""
+    dirs = checkpoint_dirs(root)
+    survivors = {s for s, _ in dirs[-keep_last:]} | keep
+    removed = []
+    for s, d in dirs:
+        if s not in survivors:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+_TEMP_DIR = re.compile(r"^\.(?:tmp|old)-step_\d+-(\d+)(?:-.*)?$")
+
+
+def clean_temporaries(root: Path, *, all_stale: bool = False) -> list[Path]:
+    """Remove the ``.tmp-step_<N>-<PID>``/``.old-step_<N>-<PID>`` folders that interrupted saves left behind;
+    returns them. Only folders of processes that are gone (or of this process, which is not saving now) are
+    removed, unless ``all_stale`` (the caller holds the output-folder lock, so no other run is writing)."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for d in sorted(root.iterdir()):
+        m = _TEMP_DIR.match(d.name)
+        if m is None or not d.is_dir():
+            continue
+        pid = int(m.group(1))
+        if all_stale or pid == os.getpid() or not pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def _first_line(exc: BaseException) -> str:

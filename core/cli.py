@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,14 +29,55 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a spec value (dotted key, TOML value); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved plan")
     p.add_argument("--list-plugins", action="store_true", help="list plugins, their components and sources")
-    p.add_argument("--json", action="store_true", help="with --list-plugins: JSON output")
-    p.add_argument("--schema", action="store_true", help="print the JSON Schema of the pipeline spec")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="with --list-plugins or --options: JSON output; with --benchmark: write the results to FILE")
+    p.add_argument("--schema", action="store_true",
+                   help="print the JSON Schema of the pipeline spec (with every installed component's params)")
+    p.add_argument("--options", nargs=2, metavar=("KIND", "NAME"),
+                   help="print a component's params (types, defaults, descriptions), e.g. --options generator srflow")
     p.add_argument("--device", help="override run.device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT_DIR",
                    help="resume training from the newest checkpoint (or the given folder)")
     p.add_argument("--registry", type=Path, help="registry.toml with plugin switches and pins")
     p.add_argument("--trace-plugins", action="store_true", help="print every hook call")
     p.add_argument("--version", action="store_true", help="print the version")
+    bench = p.add_argument_group("benchmark (restore-run --benchmark; docs/performance.md)")
+    bench.add_argument("--benchmark", action="store_true",
+                       help="measure generator throughput and memory against the plain path and bicubic")
+    bench.add_argument("--model", action="append", default=[], metavar="NAME",
+                       help="a catalogue name or checkpoint file; with --benchmark also a component name, "
+                       "optionally with params as 'name:{nb = 8}' (repeatable; default: every installed generator)")
+    bench.add_argument("--sizes", default="32", metavar="N,...", help="LR sizes in pixels (default 32)")
+    bench.add_argument("--batches", default="1", metavar="N,...", help="batch sizes (default 1)")
+    bench.add_argument("--precisions", default="fp32", metavar="P,...", help="fp32, bf16, fp16 (default fp32)")
+    bench.add_argument("--samples", type=int, default=None,
+                       help="flows: samples per LR image (benchmark: default 8, 0: none; --input: per temperature, default 1)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed calls of each path first (default 1)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed, interleaved calls of each path (default 5)")
+    bench.add_argument("--compile", action="store_true", help="also try torch.compile on the fast path")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    bench.add_argument("--memory-mode", choices=["process", "sampled"], default="process",
+                       help="CPU peak RSS: a fresh process per path (default, exact) or sampled in this process")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    bench.add_argument("--train", action="store_true", help="also time a training step (and with checkpointing)")
+    bench.add_argument("--compare", type=Path, metavar="OLD.json",
+                       help="mark rows slower than in OLD.json beyond the measured noise (exit 1 if any)")
+    quick = p.add_argument_group(
+        "one-command SR, no pipeline file (docs/models.md)",
+        "restore-run --input IMAGE ... --output DIR [--model NAME_OR_FILE]: super-resolve with a catalogue model "
+        "(default bundled-srflow-x4 at temperature 0) or a weights file; also uses --model, --samples, --device",
+    )
+    quick.add_argument("--input", dest="inputs", nargs="+", metavar="PATH", help="images, folders or globs")
+    quick.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: results)")
+    quick.add_argument("--temperature", dest="temperatures", nargs="+", type=float, metavar="T",
+                       help="flows: sampling temperatures (default 0)")
+    quick.add_argument("--seed", type=int, help="seed of the random latents (default 0)")
+    quick.add_argument("--tile", type=int, metavar="N", help="tiled inference, tiles of N LR pixels")
+    quick.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    quick.add_argument("--print-spec", action="store_true", help="print the equivalent pipeline TOML, run nothing")
+    quick.add_argument("--list-models", action="store_true",
+                       help="list the model catalogue: name, scale, size, cached, licence (--json too)")
+    quick.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
     return p
 
 
@@ -47,32 +90,9 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def list_plugins(args: argparse.Namespace) -> int:
-    reg = _registry(args)
-    infos = reg.plugin_infos()
-    conflicts = reg.conflicts()
-    if args.json:
-        out = [
-            {"name": i.name, "distribution": i.distribution, "version": i.version, "status": i.status,
-             "reason": i.reason, "components": {k: v for k, v in i.provides.items()}}
-            for i in infos
-        ]
-        print(json.dumps({"plugins": out, "conflicts": conflicts}, indent=2))
-        return 0
-    for i in infos:
-        src = f"{i.distribution or '?'} {i.version or ''}".strip()
-        print(f"{i.name}  [{i.status}]  ({src})")
-        if i.status != "ok":
-            print(f"    {i.reason}")
-            continue
-        for kind, names in i.provides.items():
-            for n in names:
-                comp = reg.candidates(kind, n)[0].component if reg.candidates(kind, n) else None
-                summary = f" - {comp.summary}" if comp is not None and comp.summary else ""
-                print(f"    {kind:<9} {n}{summary}")
-    for kind, names in conflicts.items():
-        for n, plugins in names.items():
-            print(f"conflict: {kind} {n!r} provided by {', '.join(plugins)} (pin one in registry.toml)")
-    return 0
+    from .plugin_info import list_plugins as show
+
+    return show(_registry(args), as_json=args.json)
 
 
 def _count(module: Any) -> int:
@@ -82,7 +102,17 @@ def _count(module: Any) -> int:
 def dry_run(plan: Any) -> int:
     import torch
 
+    from .plan import check_infer_model
+
     spec = plan.spec
+    modules = {}
+    for name, net in plan.networks.items():
+        with torch.device("meta"):  # structure only: no weights, no memory
+            modules[name] = net.component.build(net.params)
+    if spec.infer is not None and spec.run.mode in ("infer", "train"):
+        net = plan.networks[spec.infer.network]
+        check_infer_model(spec.infer, modules[spec.infer.network], network=spec.infer.network,
+                          component=net.component.name, source=plan.source)
     print(f"pipeline: {plan.source}")
     print(f"mode: {spec.run.mode}   device: {plan.device}   precision: {spec.run.precision}   seed: {spec.run.seed}")
     print(f"output: {spec.run.output_dir}")
@@ -95,11 +125,11 @@ def dry_run(plan: Any) -> int:
             print(f"  {info.name} {info.version or ''} ({info.distribution or '?'})")
     print("networks:")
     for name, net in plan.networks.items():
-        with torch.device("meta"):
-            module = net.component.build(net.params)
+        module = modules.pop(name)
         params = net.params.model_dump(exclude_defaults=False)
         shown = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
         ck = f", checkpoint={net.spec.checkpoint}" if net.spec.checkpoint else ""
+        ck += f", model={net.spec.model}" if net.spec.model else ""
         print(f"  {name}: {net.component.name} ({_count(module):,} parameters{ck}, trainable={net.spec.trainable})")
         print(f"    {shown}")
         del module
@@ -121,19 +151,80 @@ def dry_run(plan: Any) -> int:
     return 0
 
 
+def _quick_flags(args: argparse.Namespace) -> list[str]:
+    """The one-command SR flags given (``--samples`` and ``--model`` are shared with ``--benchmark``)."""
+    given = [("--input", args.inputs is not None), ("--model", bool(args.model)), ("--output", args.output is not None),
+             ("--temperature", args.temperatures is not None), ("--samples", args.samples is not None),
+             ("--seed", args.seed is not None), ("--tile", args.tile is not None), ("--overwrite", args.overwrite),
+             ("--print-spec", args.print_spec)]
+    return [flag for flag, on in given if on]
+
+
+def _quick(args: argparse.Namespace) -> int:
+    """One-command SR (``--input`` without a pipeline file): see :mod:`restorekit.quick`."""
+    from .catalogue import quiet_downloads
+    from .quick import QuickOptions, run_quick
+
+    if args.pipeline is not None:
+        raise UserError(
+            f"{args.pipeline}: {_quick_flags(args)[0]} is for one-command SR without a pipeline file; give a pipeline "
+            "file or --input, not both (change a pipeline with --set, e.g. --set networks.generator.model=NAME)"
+        )
+    if args.inputs is None:
+        raise UserError("--input: give the images to super-resolve (files, folders or globs)")
+    models = args.model if isinstance(args.model, list) else ([args.model] if args.model else [])
+    if len(models) > 1:
+        raise UserError(f"--model: give one model for --input (got {len(models)})")
+    opts = QuickOptions(
+        inputs=args.inputs, model=models[0] if models else None, output=args.output, temperatures=args.temperatures,
+        samples=args.samples, seed=args.seed, tile=args.tile, device=args.device, overwrite=args.overwrite,
+    )
+    with quiet_downloads(args.quiet):
+        return run_quick(opts, _registry(args), print_spec=args.print_spec, argv=args.argv)
+
+
 def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
     """Entry point of ``restore-run``; ``registry`` replaces the entry-point plugins (tests, notebooks)."""
     parser = build_parser()
+    _escape_unencodable_output()
     args = parser.parse_args(argv)
     args.registry_object = registry
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
-        return _main(args, parser)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status = _main(args, parser)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
     except UserError as exc:
         print(f"restore-run: error: {exc}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print("restore-run: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``restore-run --list-plugins --json | head -1``): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _escape_unencodable_output() -> None:
+    """File names need not be valid in the terminal's encoding (a Latin-1 name on a strict UTF-8 stdout): print
+    what cannot be encoded as backslash escapes instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError, TypeError):  # pragma: no cover - a stream that cannot change
+                pass
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line each: ``restore-run: warning: <message>``."""
+    print(f"restore-run: warning: {message}", file=sys.stderr)
 
 
 def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -143,12 +234,27 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"restorekit {__version__}")
         return 0
     if args.schema:
+        from .plugin_info import schema_with_plugins
         from .spec import json_schema
 
-        print(json.dumps(json_schema(), indent=2))
+        print(json.dumps(schema_with_plugins(json_schema(), _registry(args)), indent=2))
         return 0
     if args.list_plugins:
         return list_plugins(args)
+    if args.benchmark:
+        from .bench import main_from_args
+
+        return main_from_args(args, _registry(args))
+    if args.options:
+        from .plugin_info import component_options
+
+        return component_options(_registry(args), *args.options, as_json=args.json)
+    if args.list_models:
+        from .quick import list_models
+
+        return list_models(_registry(args), as_json=bool(args.json))
+    if _quick_flags(args):
+        return _quick(args)
     if args.pipeline is None:
         parser.print_usage(sys.stderr)
         print("restore-run: error: a pipeline file is needed", file=sys.stderr)

@@ -109,12 +109,22 @@ class GeneratorComponent(Component[P]):
 
 @dataclass(frozen=True, kw_only=True)
 class InjectorComponent(Component[P]):
-    """``build(params, networks: Mapping[str, nn.Module]) -> Injector``."""
+    """``build(params, networks: Mapping[str, nn.Module]) -> Injector``.
+
+    ``reads(params)`` / ``writes(params)``: the state keys the injector reads and writes with these params.
+    Declaring them lets ``restore-run --dry-run`` check a pipeline's state-key flow before training starts
+    (every key read is ``hq``, ``lq`` or written earlier); without them that check stops at this injector.
+    """
+
+    reads: Callable[[Any], Iterable[str]] | None = None
+    writes: Callable[[Any], Iterable[str]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossComponent(Component[P]):
-    """``build(params) -> Loss``."""
+    """``build(params) -> Loss``. ``reads(params)``: the state keys the loss reads (checked by ``--dry-run``)."""
+
+    reads: Callable[[Any], Iterable[str]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +164,11 @@ class EncodeResult(NamedTuple):
 class FlowModel(SRModel, Protocol):
     """A conditional normalising flow (e.g. SRFlow): invertible between HR images and latents given LR.
 
-    ``temperature`` may be a float or a (B,1,H,W) / (1,1,H,W) map in HR resolution, resized per level.
+    ``temperature`` may be a float or a (B,1,H,W) / (1,1,H,W) map in HR resolution, resized per level. Without
+    ``latents``, ``decode`` draws them with :func:`restorekit.sample_latents` (what ``restore-run`` does too).
+    ``cond``: what :meth:`conditional_features` returned for this ``lr`` (None: compute it), so that several
+    latent sets of one LR image share one feature computation. ``isinstance(model, FlowModel)`` is how restorekit
+    tells a flow.
     """
 
     def encode(self, hr: Tensor, lr: Tensor, add_noise: bool = False) -> EncodeResult: ...
@@ -165,7 +179,13 @@ class FlowModel(SRModel, Protocol):
         latents: Sequence[Tensor] | None = None,
         temperature: float | Tensor = 0.0,
         generator: torch.Generator | None = None,
+        *,
+        cond: Any = None,
     ) -> Tensor: ...
+
+    def conditional_features(self, lr: Tensor) -> Any:
+        """The LR features ``decode(..., cond=)`` reuses (None when nothing is worth keeping)."""
+        ...
 
     def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
         """Per-sample latent shapes ``(C, h, w)`` for an LR batch of ``lr_shape``, in encode order."""

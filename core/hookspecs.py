@@ -1,13 +1,18 @@
-"""The hook specifications of restorekit: one hook per component kind.
+"""The hook specifications of restorekit: one hook per component kind, and one for model catalogue entries.
 
 A plugin is a module (or object) with functions decorated by :data:`hookimpl`, registered through the
-entry-point group ``restorekit.plugins``. Each hook takes no arguments and returns a list of components.
+entry-point group ``restorekit.plugins``. Each hook takes no arguments and returns a list of components
+(``restorekit_catalogue``: of model catalogue entries).
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pluggy
 
+from .catalogue import ModelEntry
 from .components import (
     GeneratorComponent,
     InjectorComponent,
@@ -56,4 +61,16 @@ def restorekit_validators() -> list[ValidatorComponent]:
     ``build(params) -> Validator``: called as ``validator(model, samples, ctx)`` with
     :class:`~restorekit.Sample` items and a :class:`~restorekit.ValidationContext`; returns a
     :class:`~restorekit.ValidationResult` (averaged metrics and per-image rows).
+    """
+
+
+@hookspec
+def restorekit_catalogue() -> list[ModelEntry | dict[str, Any] | str | os.PathLike[str]]:
+    """Return model catalogue entries this plugin adds (``restore-run --list-models``, ``restorekit.load(name)``,
+    ``networks.<n>.model``).
+
+    Each item is a :class:`~restorekit.ModelEntry`, a table with the same fields (``name`` included), or the path
+    of a catalogue TOML file the plugin ships (``[models.<name>]`` tables, the layout of restorekit's own
+    ``catalogue.toml``). A plugin's entry replaces a packaged entry of the same name; files named in
+    ``$RESTOREKIT_CATALOGUE`` replace both.
     """

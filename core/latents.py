@@ -61,6 +61,24 @@ def scale_latents(latents: Sequence[Tensor], temperature: Temperature) -> Latent
     return out
 
 
+def as_temperature(temperature: Temperature) -> Temperature:
+    """A temperature in the form :func:`scale_latents` takes: a float, or a (B|1, 1, H, W) map (a 0-d tensor
+    becomes a float, an (H, W) map gets two leading dims, a (B, H, W) map a channel dim). Raises ValueError for
+    any other shape."""
+    if not isinstance(temperature, Tensor):
+        return float(temperature)
+    t = temperature
+    if t.dim() == 0:
+        return float(t)
+    if t.dim() == 2:
+        t = t[None, None]
+    elif t.dim() == 3:
+        t = t[:, None]
+    if t.dim() != 4 or t.shape[1] != 1:
+        raise ValueError(f"a temperature map must be (B|1, 1, H, W) or (H, W), got shape {tuple(temperature.shape)}")
+    return t
+
+
 def sample_latents(
     shapes: Sequence[Sequence[int]],
     temperature: Temperature = 1.0,
@@ -70,21 +88,33 @@ def sample_latents(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Latents:
-    """Draw latents ~ N(0, T²) of the given (B, C, h, w) shapes, in list order.
+    """Draw latents ~ N(0, T²) of the given shapes (encode order: split latents first, top z last).
 
-    Per-sample (C, h, w) shapes (as SRFlow's ``latent_shapes`` gives them) are drawn with batch ``batch``
-    (default 1); ``batch`` also overrides the batch size of full shapes.
+    The one sampler of restorekit: ``restore-run``'s sample modes and :class:`restorekit_srflow.SRFlowNet`'s
+    ``decode(lr, temperature=..., generator=...)`` both draw through it, so one seed gives one sample.
 
-    The standard-normal noise is drawn on ``generator``'s device (or ``device``, or the CPU) level by level in
-    list order, then multiplied by the temperature; so the same generator state gives the same noise at every
-    temperature (a sample at T=0.5 is the T=1 sample scaled by a half). The result is moved to ``device``.
+    * Order: the official SRFlow sampler's, top z (the last shape) first, then the other levels from the
+      deepest (the second to last) to the shallowest (the first). The result is in encode order.
+    * Per-sample (C, h, w) shapes (as ``latent_shapes`` gives them) get batch ``batch`` (default 1); ``batch``
+      also overrides the batch size of full shapes.
+    * The standard-normal noise is drawn on ``generator``'s device (or ``device``, or the CPU) in ``dtype``, moved
+      to ``device``, then multiplied by the temperature (:func:`as_temperature`: a float, or a map at HR size
+      area-resized to every level). So the same generator state gives the same noise at every temperature (a
+      sample at T=0.5 is the T=1 sample halved). A float temperature of 0 gives zeros without drawing.
     """
     dims = [_check_shape(s, batch) for s in shapes]
+    t = as_temperature(temperature)
+    if isinstance(t, Tensor) and dims and t.shape[0] not in (1, dims[-1][0]):
+        raise ValueError(f"temperature map batch {t.shape[0]} does not fit latent batch {dims[-1][0]}")
     draw_device = generator.device if generator is not None else (device or "cpu")
-    noise = [torch.randn(d, generator=generator, device=draw_device, dtype=dtype) for d in dims]
+    if not isinstance(t, Tensor) and t == 0.0:
+        return [torch.zeros(d, device=device if device is not None else draw_device, dtype=dtype) for d in dims]
+    noise: list[Tensor] = [torch.empty(0)] * len(dims)
+    for k in reversed(range(len(dims))):  # encode order reversed: top z first, then the splits deepest first
+        noise[k] = torch.randn(dims[k], generator=generator, device=draw_device, dtype=dtype)
     if device is not None:
         noise = [z.to(device) for z in noise]
-    return scale_latents(noise, temperature)
+    return scale_latents(noise, t)
 
 
 def zeros_like_latents(latents: Sequence[Tensor]) -> Latents:
@@ -241,6 +271,7 @@ def latent_norm(latents: Sequence[Tensor]) -> Tensor:
 __all__ = [
     "Latents",
     "Temperature",
+    "as_temperature",
     "interpolate_latents",
     "latent_norm",
     "normalize_latents",

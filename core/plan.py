@@ -13,11 +13,14 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from .checkpoint import read_state_dict, restorekit_metadata
-from .components import GeneratorComponent, StateDict
+from .catalogue import ModelEntry, check_loaded, fetch, load_catalogue, lookup
+from .checkpoint import META_FILE, STATE_FILE, read_state_dict, restorekit_metadata
+from .components import FlowModel, GeneratorComponent, StateDict
 from .errors import UserError
-from .registry import PluginRegistry, Resolved
+from .registry import PluginRegistry, RegistryError, Resolved
 from .spec import (
+    FLOW_MODES,
+    InferSpec,
     InjectorSpec,
     LossSpec,
     NetworkSpec,
@@ -45,6 +48,8 @@ class NetworkPlan:
     resolved: Resolved
     params: BaseModel
     submodules: tuple[SubmodulePlan, ...] = ()
+    model: ModelEntry | None = None
+    """The catalogue entry of ``networks.<n>.model``: its file is fetched (downloaded once) when the network is built."""
 
     @property
     def component(self) -> GeneratorComponent[Any]:
@@ -86,7 +91,12 @@ class Plan:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if dev.index is not None and dev.index < 0:
+        raise UserError(f"run.device: {name!r}: device index out of range")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"run.device: {name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
@@ -111,21 +121,30 @@ def generator_params(
     file_params: Mapping[str, Any] | None = None,
     source: str,
     where: str,
+    checkpoint: str | Path | None = None,
 ) -> BaseModel:
-    """Params of a generator: preset < read from the checkpoint < written by restorekit < the user's."""
+    """Params of a generator: preset < read from the checkpoint < written by restorekit < the user's.
+
+    ``checkpoint`` (the file ``state_dict`` came from) is named in errors about the tensors."""
     comp: GeneratorComponent[Any] = resolved.component  # type: ignore[assignment]
     merged: dict[str, Any] = {}
     if preset is not None:
         if preset not in comp.presets:
             from .spec import did_you_mean
 
-            raise UserError(
-                f"{source}: {where.rsplit('.', 1)[0]}.preset: unknown preset {preset!r} for {comp.name!r}"
+            raise UserError.at(
+                source, f"{where.rsplit('.', 1)[0]}.preset", f"unknown preset {preset!r} for {comp.name!r}"
                 f"{did_you_mean(preset, comp.presets)} (available: {', '.join(sorted(comp.presets)) or 'none'})"
             )
         merged.update(comp.presets[preset])
     if state_dict is not None and comp.params_from_state_dict is not None:
-        inferred = comp.params_from_state_dict(state_dict)
+        try:
+            inferred = comp.params_from_state_dict(state_dict)
+        except UserError as exc:
+            raise UserError.at(source, None, f"{checkpoint}: {exc}" if checkpoint is not None else exc) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug, named with the plugin and the file
+            bug = _plugin_bug(resolved, "params_from_state_dict", exc)
+            raise UserError.at(source, None, f"{checkpoint}: {bug}" if checkpoint is not None else bug) from None
         known = comp.params.model_fields
         merged.update({k: v for k, v in inferred.items() if k in known})
     merged.update(file_params or {})
@@ -141,12 +160,15 @@ def load_weights(
     try:
         converted = comp.convert_state_dict(sd, params) if comp.convert_state_dict is not None else dict(sd)
     except UserError as exc:
-        raise UserError(f"{source}: {exc}") from None
+        raise UserError.at(source, None, exc) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, named with the component and the file
+        raise UserError.at(source, None, f"generator {comp.name!r}: convert_state_dict() failed "
+                                         f"({type(exc).__name__}: {exc})") from None
     own = module.state_dict()
     for key, value in converted.items():
         if key in own and own[key].shape != value.shape:
-            raise UserError(
-                f"{source}: {key} has shape {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the network"
+            raise UserError.at(
+                source, key, f"has shape {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the network"
             )
     result = module.load_state_dict(converted, strict=False)
     if strict and (result.missing_keys or result.unexpected_keys):
@@ -155,7 +177,11 @@ def load_weights(
             parts.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
         if result.unexpected_keys:
             parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-        raise UserError(f"{source}: checkpoint does not fit {comp.name!r}: " + ", ".join(parts))
+        raise UserError.at(source, None, f"checkpoint does not fit {comp.name!r}: " + ", ".join(parts))
+
+
+def _plugin_bug(resolved: Resolved, what: str, exc: BaseException) -> str:
+    return f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed ({type(exc).__name__}: {exc})"
 
 
 def build_network(plan: NetworkPlan, device: torch.device | None = None) -> nn.Module:
@@ -163,8 +189,12 @@ def build_network(plan: NetworkPlan, device: torch.device | None = None) -> nn.M
     comp = plan.component
     module = comp.build(plan.params)
     ckpt = plan.spec.checkpoint
+    if ckpt is None and plan.model is not None:
+        ckpt = fetch(plan.model)
     if ckpt is not None:
         load_weights(module, comp, plan.params, read_state_dict(ckpt), strict=plan.spec.strict, source=str(ckpt))
+    if plan.model is not None and ckpt is not None:
+        check_loaded(plan.model, comp.name, module, Path(ckpt))
     for part in plan.submodules:
         try:
             sub = module.get_submodule(part.name)
@@ -185,7 +215,12 @@ def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> 
         if detect is None:
             continue
         tried.append(r.component.name)
-        if detect(state_dict):
+        try:
+            accepted = bool(detect(state_dict))
+        except Exception as exc:  # noqa: BLE001 - a plugin's faulty detect() must not break loading for the others
+            registry.plugin_failed(r, "detect", exc, source)
+            continue
+        if accepted:
             hits.append(r)
     if not hits:
         raise UserError(
@@ -198,48 +233,104 @@ def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> 
     return hits[0]
 
 
+STATE_INPUTS = ("hq", "lq")
+"""The state keys every training step starts with."""
+
+
+def _declared(plan: ComponentPlan, what: str) -> list[str] | None:
+    fn = getattr(plan.resolved.component, what, None)
+    if fn is None:
+        return None
+    try:
+        return [str(k) for k in fn(plan.params)]
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, named
+        raise UserError(_plugin_bug(plan.resolved, what, exc)) from None
+
+
+def check_state_flow(steps: list[StepPlan], source: str) -> None:
+    """Every state key an injector or loss reads must be ``hq``, ``lq`` or written by an injector before it (in its
+    step, or in an earlier step of the iteration: the state carries over). Components declare their keys
+    (``reads``/``writes``); after an injector that does not declare what it writes, nothing more can be checked."""
+    known: list[str] = list(STATE_INPUTS)
+    for step in steps:
+        for part, items in (("injectors", step.injectors), ("losses", step.losses)):
+            for item in items:
+                reads = _declared(item, "reads")
+                for key in reads or []:
+                    if key not in known:
+                        kind = "injector" if part == "injectors" else "loss"
+                        raise UserError.at(
+                            source, f"steps.{step.name}.{part}.{item.name}",
+                            f"{kind} {item.name!r} ({item.resolved.component.name}) reads state key {key!r}, which no "
+                            f"injector before it writes (state keys at this point: {', '.join(known)})",
+                        )
+                if part == "injectors":
+                    writes = _declared(item, "writes")
+                    if writes is None:
+                        return  # an injector that does not say what it writes: the rest cannot be checked
+                    known += [k for k in writes if k not in known]
+
+
 def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pipeline") -> Plan:
     """Resolve every component of ``spec`` in ``registry`` and validate its params."""
 
     def get(kind: Any, name: str, where: str) -> Resolved:
         try:
             return registry.get(kind, name)
+        except RegistryError:
+            raise  # the mistake is in a registry file, which the message names
         except UserError as exc:
-            raise UserError(f"{source}: {where}: {exc}") from None
+            raise UserError.at(source, where, exc) from None
 
     networks: dict[str, NetworkPlan] = {}
+    catalogue: dict[str, ModelEntry] | None = None
     for name, net in spec.networks.items():
         where = f"networks.{name}"
-        resolved = get("generator", net.component, f"{where}.component")
+        entry: ModelEntry | None = None
+        component, preset, net_params, weights, weights_key = net.component, net.preset, net.params, net.checkpoint, "checkpoint"
+        if net.model is not None:
+            catalogue = catalogue if catalogue is not None else load_catalogue(registry=registry)
+            entry = lookup(net.model, catalogue, where=f"{source}: {where}.model")
+            if component is not None and component != entry.component:
+                raise UserError(
+                    f"{source}: {where}.component: {component!r}, but model {entry.name!r} is a {entry.component!r} network"
+                )
+            component = entry.component
+            preset = preset if preset is not None else entry.preset
+            net_params = {**entry.params, **net.params}
+            weights_key = "model"
+            if entry.preset is None:  # its params are in the file (bundled models): read them now
+                weights = fetch(entry)
+        assert component is not None  # NetworkSpec guarantees component or model
+        resolved = get("generator", component, f"{where}.component")
         sd = None
         file_params: dict[str, Any] = {}
-        if net.checkpoint is not None:
-            if not Path(net.checkpoint).is_file():
-                raise UserError(f"{source}: {where}.checkpoint: {net.checkpoint}: file not found")
-            comp_name, file_params = restorekit_metadata(net.checkpoint)
-            if comp_name is not None and comp_name != net.component:
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise UserError.at(source, f"{where}.checkpoint", f"{weights}: file not found")
+            comp_name, file_params = restorekit_metadata(weights)
+            if comp_name is not None and comp_name != component:
                 raise UserError(
-                    f"{source}: {where}.checkpoint: {net.checkpoint} holds a {comp_name!r} network, "
-                    f"not {net.component!r}"
+                    f"{source}: {where}.{weights_key}: {weights} holds a {comp_name!r} network, not {component!r}"
                 )
             if resolved.component.params_from_state_dict is not None:  # type: ignore[attr-defined]
-                sd = read_state_dict(net.checkpoint)
+                sd = read_state_dict(weights)
         params = generator_params(
-            resolved, params=net.params, preset=net.preset, state_dict=sd, file_params=file_params,
-            source=source, where=f"{where}.params",
+            resolved, params=net_params, preset=preset, state_dict=sd, file_params=file_params,
+            source=source, where=f"{where}.params", checkpoint=weights if sd is not None else None,
         )
         parts = []
         for sub, path in net.init_submodules.items():
             where_sub = f"{where}.init_submodules.{sub}"
             if not Path(path).is_file():
-                raise UserError(f"{source}: {where_sub}: {path}: file not found")
+                raise UserError.at(source, where_sub, f"{path}: file not found")
             sub_sd = read_state_dict(path)
             sub_comp, sub_params = restorekit_metadata(path)
             sub_resolved = get("generator", sub_comp, where_sub) if sub_comp else detect_generator(registry, sub_sd, str(path))
             parts.append(SubmodulePlan(sub, Path(path), sub_resolved, generator_params(
                 sub_resolved, params={}, preset=None, state_dict=sub_sd, file_params=sub_params,
-                source=source, where=where_sub)))
-        networks[name] = NetworkPlan(name, net, resolved, params, tuple(parts))
+                source=source, where=where_sub, checkpoint=path)))
+        networks[name] = NetworkPlan(name, net, resolved, params, tuple(parts), entry)
 
     steps: list[StepPlan] = []
     for sname, step in spec.steps.items():
@@ -254,6 +345,7 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
             r = get("loss", loss.component, f"{where}.component")
             losses.append(ComponentPlan(lname, loss, r, validate_params(r.component.params, loss.params, source, f"{where}.params")))
         steps.append(StepPlan(sname, step, injectors, losses))
+    check_state_flow(steps, source)
 
     validators = []
     for vname, val in spec.validators.items():
@@ -264,5 +356,54 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
     try:
         device = resolve_device(spec.run.device)
     except UserError as exc:
-        raise UserError(f"{source}: {exc}") from None
+        raise UserError.at(source, None, exc) from None
+    check_run(spec, networks, device, source)
     return Plan(spec, source, registry, device, networks, steps, validators)
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks that need more than the spec (files, the device, the network's shape): made here so --dry-run reports them
+
+
+def check_infer_model(spec: InferSpec, model: Any, *, network: str, component: str, source: str) -> None:
+    """``[infer]`` against its network: an integer ``scale``, a flow for the flow modes, tiles that exceed their
+    overlap by the network's ``size_multiple``. Inference calls it with the built network; ``--dry-run`` with the
+    network built on the meta device (no weights, no memory)."""
+    scale = getattr(model, "scale", None)
+    if not isinstance(scale, int) or scale < 1:
+        raise UserError.at(source, f"networks.{network}", f"component {component!r} has no integer 'scale'")
+    multiple = max(1, int(getattr(model, "size_multiple", 1) or 1))
+    if spec.mode in FLOW_MODES and not isinstance(model, FlowModel):
+        raise UserError.at(source, None, f"infer.mode = {spec.mode!r} needs a flow network (encode/decode), but "
+                                         f"networks.{network} is component {component!r}, which is not one")
+    tile = spec.tile
+    if tile is not None and tile.size // multiple * multiple - tile.overlap < multiple:
+        raise UserError.at(source, "infer.tile", f"size ({tile.size}) must exceed overlap ({tile.overlap}) by at "
+                                                 f"least the size multiple of {component!r} ({multiple})")
+
+
+def check_run(spec: PipelineSpec, networks: Mapping[str, NetworkPlan], device: torch.device, source: str) -> None:
+    """Plan-time checks: fp16 training needs CUDA, a resume folder is whole, injectors name known networks, the
+    files ``[infer]`` reads exist."""
+    mode = spec.run.mode
+    if mode == "train" and spec.run.precision == "fp16" and device.type != "cuda":
+        raise UserError.at(source, "run.precision", f"fp16 needs a CUDA device (running on {device}); use bf16 or fp32")
+    train = spec.train
+    if mode == "train" and train is not None and isinstance(train.resume, Path) and not (
+        (train.resume / STATE_FILE).is_file() and (train.resume / META_FILE).is_file()
+    ):
+        raise UserError.at(source, "train.resume", f"{train.resume}: not a complete checkpoint folder")
+    for sname, step in spec.steps.items():
+        for iname, inj in step.injectors.items():
+            net = inj.params.get("network")
+            if isinstance(net, str) and net not in spec.networks:
+                raise UserError.at(source, f"steps.{sname}.injectors.{iname}.params.network",
+                                   f"unknown network {net!r} (available: {', '.join(sorted(spec.networks))})")
+    infer = spec.infer
+    if infer is None or mode not in ("infer", "train"):
+        return
+    for field, used in (("reference", infer.mode in ("latent_transfer", "interpolate")), ("temperature_map", True)):
+        path = getattr(infer, field)
+        if used and path is not None and not Path(path).is_file():
+            raise UserError.at(source, f"infer.{field}", f"{path}: file not found")
+

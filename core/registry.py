@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import sys
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from . import hookspecs
 from .components import (
@@ -26,7 +28,7 @@ from .components import (
     LossComponent,
     ValidatorComponent,
 )
-from .errors import UserError
+from .errors import PluginWarning, UserError, where
 
 GROUP = "restorekit.plugins"
 ENV_REGISTRY = "RESTOREKIT_REGISTRY"
@@ -51,12 +53,15 @@ PLURAL: dict[Kind, str] = {"generator": "generators", "injector": "injectors", "
 # ----------------------------------------------------------------------------------------------------
 # registry.toml
 
+PACKAGED = "registry.toml (shipped with restorekit)"
+
 
 class CatalogueEntry(BaseModel):
-    """One plugin in registry.toml."""
+    """One plugin in a registry file. In a user file every field is optional: only the fields written there are
+    laid over the shipped entry (``[plugins.srflow] enabled = false`` is a complete overlay)."""
 
     model_config = ConfigDict(extra="forbid")
-    entry_point: str = Field(description="module[:object] the entry point names")
+    entry_point: str | None = Field(None, description="module[:object] the entry point names")
     distribution: str = Field("restorekit", description="The distribution that ships it")
     summary: str = Field("", description="One line")
     enabled: bool = Field(True, description="false turns the plugin off")
@@ -70,44 +75,89 @@ class CatalogueEntry(BaseModel):
 
 
 class RegistryConfig(BaseModel):
-    """registry.toml: the catalogue of known plugins, switches, and pins for name clashes."""
+    """registry.toml: the catalogue of known plugins, switches, and pins for name clashes.
+
+    Remembers which file set each plugin entry and pin (:meth:`origin`), so that an error names the file that
+    holds the mistake.
+    """
 
     model_config = ConfigDict(extra="forbid")
     plugins: dict[str, CatalogueEntry] = Field(default_factory=dict)
     pins: dict[Literal["generator", "injector", "loss", "validator"], dict[str, str]] = Field(
         default_factory=dict, description="kind -> component name -> plugin that provides it"
     )
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _files: list[str] = PrivateAttr(default_factory=list)
+
+    def origin(self, key: str) -> str:
+        """The file that set ``plugins.<name>[.<field>]`` or ``pins.<kind>.<name>``."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            found = self._origins.get(".".join(parts[:n]))
+            if found is not None:
+                return found
+        return "registry config"
+
+    @property
+    def user_files(self) -> list[str]:
+        """The user's registry files laid over the shipped one, in order."""
+        return [f for f in self._files if f != PACKAGED]
+
+    def with_source(self, source: str) -> "RegistryConfig":
+        """Mark every setting of this config as coming from ``source``."""
+        self._files = [source]
+        self._origins = {}
+        for name, entry in self.plugins.items():
+            self._origins[f"plugins.{name}"] = source
+            for f in entry.model_fields_set:
+                self._origins[f"plugins.{name}.{f}"] = source
+        for kind, pins in self.pins.items():
+            for comp in pins:
+                self._origins[f"pins.{kind}.{comp}"] = source
+        return self
 
     def merged(self, other: "RegistryConfig") -> "RegistryConfig":
-        plugins = {**self.plugins, **other.plugins}
+        """``other`` laid over this config: a plugin entry of ``other`` replaces only the fields it sets."""
+        plugins = dict(self.plugins)
+        for name, entry in other.plugins.items():
+            base = plugins.get(name)
+            update = {f: getattr(entry, f) for f in entry.model_fields_set}
+            plugins[name] = base.model_copy(update=update) if base is not None else entry
         pins = {k: {**self.pins.get(k, {}), **other.pins.get(k, {})} for k in {*self.pins, *other.pins}}
-        return RegistryConfig(plugins=plugins, pins=pins)
+        out = RegistryConfig(plugins=plugins, pins=pins)
+        out._origins = {**self._origins, **other._origins}
+        out._files = [*self._files, *other._files]
+        return out
 
 
 def packaged_registry_path() -> Path:
     return Path(__file__).with_name("registry.toml")
 
 
-def read_registry_config(path: Path) -> RegistryConfig:
+def read_registry_config(path: Path, *, source: str | None = None) -> RegistryConfig:
+    """A registry file; its settings remember ``source`` (default: the path) as their origin."""
     from .spec import format_validation_error
 
     if not path.is_file():
-        raise UserError(f"{path}: registry file not found")
+        raise UserError.at(path, None, "registry file not found")
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: TOML syntax error: {exc}") from None
+        raise UserError.at(path, None, f"TOML syntax error: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError.at(path, None, f"cannot read ({exc})") from None
     try:
-        return RegistryConfig.model_validate(data)
+        config = RegistryConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, str(path), model=RegistryConfig)) from None
+    return config.with_source(source or str(path))
 
 
 def default_registry_config(user_file: str | os.PathLike[str] | None = None) -> RegistryConfig:
     """The packaged catalogue, overlaid with ``user_file`` (or ``$RESTOREKIT_REGISTRY``)."""
     base = packaged_registry_path()
-    config = read_registry_config(base) if base.is_file() else RegistryConfig()
+    config = read_registry_config(base, source=PACKAGED) if base.is_file() else RegistryConfig()
     user = user_file or os.environ.get(ENV_REGISTRY)
     if user:
         config = config.merged(read_registry_config(Path(user)))
@@ -138,10 +188,26 @@ class Resolved:
     version: str | None
 
 
+class RegistryError(UserError):
+    """A mistake in a registry file (or ``$RESTOREKIT_LOAD_PLUGINS``): the message names that file, not the
+    pipeline that needed the component."""
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else ""
     return f"{type(exc).__name__}: {msg}"[:300]
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    from .spec import did_you_mean
+
+    return did_you_mean(word, list(options))
+
+
+def _quoted(names: Iterable[str]) -> str:
+    items = sorted(repr(n) for n in names)
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class PluginRegistry:
@@ -152,11 +218,18 @@ class PluginRegistry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
+        self.warnings: list[str] = []
         self._components: dict[Kind, dict[str, list[Resolved]]] = {k: {} for k in KINDS}
         self._collected = False
-        if trace or os.environ.get(ENV_TRACE):
-            self.pm.trace.root.setwriter(print)
+        self._failed_once: set[tuple[str, str, str]] = set()
+        if trace or os.environ.get(ENV_TRACE, "") not in ("", "0"):
+            self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
+
+    def warn(self, message: str) -> None:
+        """A one-line :class:`~restorekit.PluginWarning` (kept in :attr:`warnings` too)."""
+        self.warnings.append(message)
+        warnings.warn(message, PluginWarning, stacklevel=3)
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -169,34 +242,63 @@ class PluginRegistry:
     ) -> "PluginRegistry":
         """Load every plugin of the entry-point group (``only`` or ``$RESTOREKIT_LOAD_PLUGINS`` restricts)."""
         reg = cls(config if config is not None else default_registry_config(), trace=trace)
+        only_source = "only="
         if only is None and os.environ.get(ENV_LOAD) is not None:
             only = [n.strip() for n in os.environ[ENV_LOAD].split(",") if n.strip()]
-        wanted = set(only) if only is not None else None
-        seen: set[str] = set()
+            only_source = f"${ENV_LOAD}"
+        eps: dict[str, md.EntryPoint] = {}
         for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
-            if ep.name in seen or (wanted is not None and ep.name not in wanted):
+            eps.setdefault(ep.name, ep)
+        wanted = set(only) if only is not None else None
+        for name in sorted(wanted or ()):
+            if name not in eps:
+                raise RegistryError.at(only_source, None, f"no plugin {name!r} is installed{_did_you_mean(name, eps)} "
+                                                          f"(installed: {', '.join(eps) or 'none'})")
+        reg._check_config(eps)
+        for name, ep in eps.items():
+            if wanted is not None and name not in wanted:
                 continue
-            seen.add(ep.name)
             dist = getattr(ep, "dist", None)
             info = PluginInfo(
-                ep.name,
+                name,
                 distribution=dist.metadata["Name"] if dist is not None else None,
                 version=dist.version if dist is not None else None,
             )
-            entry = reg.config.plugins.get(ep.name)
+            entry = reg.config.plugins.get(name)
             if entry is not None and not entry.enabled:
-                info.status, info.reason = "disabled", "turned off in registry.toml"
-                reg.plugins[ep.name] = info
-                reg.pm.set_blocked(ep.name)
+                info.status = "disabled"
+                info.reason = f"turned off in {reg.config.origin(f'plugins.{name}.enabled')} (plugins.{name}.enabled = false)"
+                reg.plugins[name] = info
+                reg.pm.set_blocked(name)
                 continue
             try:
                 obj = ep.load()
             except Exception as exc:  # noqa: BLE001 - isolate any failure of a plugin's import
                 info.status, info.reason = "broken", f"import failed: {_one_line(exc)}"
-                reg.plugins[ep.name] = info
+                reg.plugins[name] = info
                 continue
             reg._register(obj, info)
         return reg
+
+    def _check_config(self, eps: Mapping[str, md.EntryPoint]) -> None:
+        """Warn about registry settings that name no installed plugin or the wrong entry point."""
+        for name, entry in self.config.plugins.items():
+            source = self.config.origin(f"plugins.{name}")
+            if name not in eps:
+                if source != PACKAGED:
+                    self.warn(where(source, f"plugins.{name}",
+                                    f"no plugin {name!r} is installed{_did_you_mean(name, eps)}; entry ignored"))
+                continue
+            if entry.entry_point is not None and entry.entry_point != eps[name].value:
+                key = f"plugins.{name}.entry_point"
+                self.warn(where(self.config.origin(key), key,
+                                f"{entry.entry_point!r} is not the installed entry point {eps[name].value!r}"))
+        for kind, pins in self.config.pins.items():
+            for comp, plugin in pins.items():
+                if plugin not in eps:
+                    key = f"pins.{kind}.{comp}"
+                    self.warn(where(self.config.origin(key), key,
+                                    f"no plugin {plugin!r} is installed{_did_you_mean(plugin, eps)}"))
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> PluginInfo:
         """Register a plugin object or module directly (tests, notebooks)."""
@@ -227,16 +329,18 @@ class PluginRegistry:
         for info in self.plugins.values():
             info.provides = {}
         for kind in KINDS:
-            caller = getattr(self.pm.hook, HOOKS[kind])
-            for impl in caller.get_hookimpls():
+            hook = HOOKS[kind]
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 info = self.plugins.get(impl.plugin_name)
                 if info is None or info.status != "ok":
                     continue
+                # one plugin at a time, through pluggy's hook caller (so --trace-plugins sees the call)
+                others = [p for n, p in self.pm.list_name_plugin() if n != info.name and p is not None]
                 try:
-                    result = impl.function()
-                    comps = self._check_components(kind, result)
+                    results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
+                    comps = self._check_components(kind, results[0] if results else None)
                 except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
-                    info.status, info.reason = "broken", f"{HOOKS[kind]} failed: {_one_line(exc)}"
+                    info.status, info.reason = "broken", f"{hook} failed: {_one_line(exc)}"
                     continue
                 for comp in comps:
                     self._components[kind].setdefault(comp.name, []).append(
@@ -283,48 +387,90 @@ class PluginRegistry:
         self._collect()
         return list(self._components[kind].get(name, []))
 
+    def provided_by(self, kind: Kind, name: str, plugin: str) -> Resolved | None:
+        """The component ``name`` of ``kind`` as the plugin ``plugin`` provides it (whoever wins a clash)."""
+        return next((r for r in self.candidates(kind, name) if r.plugin == plugin), None)
+
+    def pin(self, kind: Kind, name: str) -> str | None:
+        """The plugin pinned for ``kind`` ``name`` in the registry config, if any."""
+        return self.config.pins.get(kind, {}).get(name)
+
     def get(self, kind: Kind, name: str) -> Resolved:
-        """The component ``name`` of ``kind``; :class:`UserError` if unknown, ambiguous or broken."""
+        """The component ``name`` of ``kind``; :class:`UserError` if unknown, ambiguous or broken.
+
+        Each error names one cause: a pin in a registry file (:class:`RegistryError`, naming that file), a clash,
+        a mistyped name (with a suggestion), a provider turned off or broken.
+        """
         self._collect()
         found = self._components[kind].get(name, [])
-        pin = self.config.pins.get(kind, {}).get(name)
+        pin = self.pin(kind, name)
         if pin is not None:
             pinned = [r for r in found if r.plugin == pin]
-            if not pinned:
-                raise UserError(
-                    f"registry.toml: pins.{kind}.{name} = {pin!r}, but plugin {pin!r} "
-                    f"provides no {kind} {name!r}{self._broken_hint(kind, name)}"
-                )
-            return pinned[0]
+            if pinned:
+                return pinned[0]
+            key = f"pins.{kind}.{name}"
+            raise RegistryError.at(self.config.origin(key), key, self._pin_problem(kind, name, pin, found))
         if len(found) > 1:
-            plugins = " and ".join(sorted(repr(r.plugin) for r in found))
             raise UserError(
-                f"{kind} {name!r} is provided by plugins {plugins}; pin one in registry.toml "
-                f"([pins.{kind}] {name} = \"<plugin>\")"
+                f"{kind} {name!r} is provided by plugins {_quoted(r.plugin for r in found)}; pin one in "
+                f"{self._pin_file()}: [pins.{kind}] {name} = \"<plugin>\""
             )
         if found:
             return found[0]
-        broken = self._broken_hint(kind, name)
-        if broken:
-            raise UserError(f"{kind} {name!r} is unavailable:{broken}")
-        from .spec import did_you_mean
+        raise UserError(self._missing(kind, name))
 
+    def _pin_file(self) -> str:
+        files = self.config.user_files
+        return files[-1] if files else f"your registry file (restore-run --registry FILE or ${ENV_REGISTRY})"
+
+    def _pin_problem(self, kind: Kind, name: str, pin: str, found: list[Resolved]) -> str:
+        info = self.plugins.get(pin)
+        if info is None:
+            return f"no plugin {pin!r} is installed{_did_you_mean(pin, self.plugins)}"
+        if info.status == "disabled":
+            return f"plugin {pin!r} is {info.reason}"
+        if info.status == "broken":
+            return f"plugin {pin!r} is broken ({info.reason})"
+        others = f" (provided by {_quoted(r.plugin for r in found)})" if found else ""
+        return f"plugin {pin!r} provides no {kind} {name!r}{others}"
+
+    def _missing(self, kind: Kind, name: str) -> str:
+        """Why ``name`` is not available: a typo first, then a provider turned off or broken."""
         avail = self.names(kind)
-        raise UserError(
-            f"unknown {kind} {name!r}{did_you_mean(name, avail)} (available: {', '.join(avail) or 'none'})"
-        )
-
-    def _broken_hint(self, kind: Kind, name: str) -> str:
-        hints = []
-        for pname, info in self.plugins.items():
+        available = f" (available: {', '.join(avail) or 'none'})"
+        known, unknown = [], []  # providers the catalogue names for it; plugins whose components are unknown
+        for pname, info in sorted(self.plugins.items()):
             if info.status == "ok":
                 continue
             entry = self.config.plugins.get(pname)
-            if entry is not None and name not in entry.provides(kind):
-                continue
-            verb = "is turned off in registry.toml" if info.status == "disabled" else f"is broken ({info.reason})"
-            hints.append(f" plugin {pname!r} {verb}")
-        return ";".join(hints)
+            if entry is not None and name in entry.provides(kind):
+                known.append(info)
+            elif entry is None or not any(entry.provides(k) for k in KINDS):
+                unknown.append(info)
+        if known:
+            info = known[0]
+            if info.status == "disabled":
+                return f"{kind} {name!r} is provided by plugin {info.name!r}, which is {info.reason}"
+            return f"{kind} {name!r} is unavailable: plugin {info.name!r} is broken ({info.reason})"
+        hint = _did_you_mean(name, avail)
+        if hint:
+            return f"unknown {kind} {name!r}{hint}{available}"
+        if unknown:
+            states = "turned off" if all(i.status == "disabled" for i in unknown) else "broken or turned off"
+            return (f"unknown {kind} {name!r}{available}; plugin(s) {_quoted(i.name for i in unknown)} are {states} "
+                    "and were not asked (restore-run --list-plugins)")
+        return f"unknown {kind} {name!r}{available}"
+
+    def plugin_failed(self, resolved: Resolved, what: str, exc: BaseException, source: str) -> None:
+        """A plugin's optional callable (``detect``...) raised: warn once per plugin, component and callable."""
+        key = (resolved.plugin, resolved.component.name, what)
+        if key in self._failed_once:
+            return
+        self._failed_once.add(key)
+        self.warn(
+            f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed on {source} "
+            f"({_one_line(exc)}); skipped"
+        )
 
     def generators(self) -> list[Resolved]:
         self._collect()
@@ -342,4 +488,3 @@ class PluginRegistry:
     def plugin_infos(self) -> list[PluginInfo]:
         self._collect()
         return sorted(self.plugins.values(), key=lambda i: i.name)
-

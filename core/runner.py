@@ -4,34 +4,54 @@ A train pipeline with an ``[infer]`` table runs that inference with the trained 
 
 from __future__ import annotations
 
-import os
-import random
+import contextlib
+from pathlib import Path
 
-import numpy as np
 import torch
 
+from .files import OutputLock
+from .perf import set_tf32
 from .plan import Plan
+from .runtime import DistContext, seed_everything
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+def output_folders(plan: Plan) -> list[tuple[Path, str]]:
+    """The folders a run of ``plan`` writes into, with the spec field that names each."""
+    spec = plan.spec
+    folders: list[tuple[Path, str]] = []
+    if spec.run.mode in ("train", "eval"):
+        folders.append((Path(spec.run.output_dir), "run.output_dir"))
+    if spec.infer is not None and spec.run.mode in ("train", "infer"):
+        out = spec.infer.output_dir if spec.infer.output_dir is not None else Path(spec.run.output_dir) / "infer"
+        folders.append((Path(out), "infer.output_dir"))
+    return folders
 
 
 def execute(plan: Plan) -> int:
-    """Run ``plan`` in its mode; 0 on success, 1 when part of the work failed."""
+    """Run ``plan`` in its mode; 0 on success, 1 when part of the work failed.
+
+    The run holds the lock of every output folder it writes (:class:`restorekit.files.OutputLock`): a second run
+    on the same folder stops at once with one line naming this one's PID. Under torchrun, rank 0 holds it for
+    the whole group."""
+    with contextlib.ExitStack() as stack:
+        if DistContext.read_env().rank == 0:
+            for folder, what in output_folders(plan):
+                stack.enter_context(OutputLock(folder, what))
+        return _execute(plan)
+
+
+def _execute(plan: Plan) -> int:
     run = plan.spec.run
     seed_everything(run.seed, run.deterministic)
+    if torch.cuda.is_available():
+        set_tf32(run.tf32)
     if run.mode == "train":
         from .train import train
 
         result = train(plan)
         if result.exit_code != 0 or plan.spec.infer is None:
             return result.exit_code
-        if int(os.environ.get("RANK", "0")) != 0:  # after a distributed run, rank 0 alone runs the inference
+        if DistContext.read_env().rank != 0:  # after a distributed run, rank 0 alone runs the inference
             return 0
         from .infer import infer
 

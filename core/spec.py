@@ -7,6 +7,8 @@ raw table here and are validated at plan time by that component's own params mod
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Sequence
@@ -23,6 +25,20 @@ from pydantic import (
 from .errors import UserError
 
 Mode = Literal["train", "eval", "infer"]
+MAX_SEED = 2**63 - 1  # seeds (plus sample and rank offsets) stay inside torch's 64-bit generator seeds
+MAX_DEVICE_INDEX = 127  # torch keeps device indices in 8 bits
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_names(names: Any, what: str) -> Any:
+    """Names of networks, steps, injectors, losses and validators are identifiers: they become file names
+    (``<network>.safetensors``) and dotted ``--set`` keys, so ``../x`` or ``a.b`` can never be one."""
+    for name in names:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ValueError(
+                f"{what} name {name!r} is not an identifier (letters, digits and _, not starting with a digit)"
+            )
+    return names
 Precision = Literal["fp32", "bf16", "fp16"]
 PathList = Annotated[list[Path], Field(min_length=1)]
 
@@ -39,16 +55,36 @@ class SpecModel(BaseModel):
 
 class RunSpec(SpecModel):
     mode: Mode = Field(description="What to do: train, eval (validators over data.val) or infer.")
-    seed: int = Field(0, description="Seed of every random generator (torch, numpy, python, data order).")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of every random generator (torch, numpy, python, data order)."
+    )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     precision: Precision = Field("fp32", description="Compute precision; bf16/fp16 use autocast.")
     output_dir: Path = Field(Path("runs/restorekit"), description="Where checkpoints, logs and images go.")
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
+    compile: bool = Field(
+        False, description="Try torch.compile on the inference network; kept only where it is measurably faster "
+        "(one line on stderr where the platform cannot compile)."
+    )
+    tf32: bool = Field(
+        False, description="CUDA: allow TF32 in matrix products and convolutions (faster on Ampere and newer, "
+        "about 1e-3 relative precision)."
+    )
+    max_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Images with more pixels (width x height, read from the file header before decoding) are "
+        "refused: reported and skipped, never decoded (decompression bombs).",
+    )
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        if v in ("auto", "cpu", "cuda"):
+            return v
+        if v.startswith("cuda:") and v[5:].isascii() and v[5:].isdigit():
+            if len(v) - 5 > 3 or int(v[5:]) > MAX_DEVICE_INDEX:
+                raise ValueError(f"device index {v[5:]} is out of range (0..{MAX_DEVICE_INDEX})")
             return v
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
 
@@ -81,12 +117,19 @@ class UnfreezeSpec(SpecModel):
 
 
 class NetworkSpec(SpecModel):
-    component: str = Field(description="Generator component name, e.g. 'rrdb' or 'srflow'.")
+    component: str | None = Field(
+        None, description="Generator component name, e.g. 'rrdb' or 'srflow' (default: the model's)."
+    )
     preset: str | None = Field(None, description="Named params set offered by the component.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="The component's params (validated by its own model)."
     )
     checkpoint: Path | None = Field(None, description="Weights to load (.pth, .safetensors).")
+    model: str | None = Field(
+        None,
+        description="A model of the catalogue instead of a checkpoint, e.g. 'srflow-df2k-4x' (restore-run "
+        "--list-models); downloaded once into the cache.",
+    )
     strict: bool = Field(True, description="Every checkpoint tensor must match a parameter.")
     trainable: bool = Field(True, description="Whether the optimizer updates this network from step 0.")
     unfreeze: UnfreezeSpec | None = Field(None, description="Rule that switches trainable on.")
@@ -100,6 +143,14 @@ class NetworkSpec(SpecModel):
         description="Train only parameters whose names start with one of these prefixes "
         "(e.g. ['flowUpsamplerNet'] for SRFlow stage 2); the rest follow `unfreeze`.",
     )
+
+    @model_validator(mode="after")
+    def _weights(self) -> "NetworkSpec":
+        if self.model is not None and self.checkpoint is not None:
+            raise ValueError("give either model (a catalogue name) or checkpoint (a file), not both")
+        if self.component is None and self.model is None:
+            raise ValueError("component is required (or give model, a catalogue name)")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -202,6 +253,11 @@ class StepSpec(Schedule):
     injectors: dict[str, InjectorSpec] = Field(default_factory=dict, description="In order of the file.")
     losses: dict[str, LossSpec] = Field(min_length=1, description="Summed into the step's loss.")
 
+    @field_validator("injectors", "losses")
+    @classmethod
+    def _names(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        return check_names(v, info.field_name[:-1])
+
 
 # ----------------------------------------------------------------------------------------------------
 # train
@@ -216,6 +272,14 @@ class ScheduleSpec(SpecModel):
     gamma: float = Field(0.5, gt=0, description="multistep: LR factor at each milestone.")
     warmup: int = Field(0, ge=0, description="Linear warmup steps.")
     min_lr: float = Field(0.0, ge=0, description="cosine: final LR.")
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[float]) -> list[float]:
+        bad = [m for m in v if not math.isfinite(m) or m < 0]
+        if bad:
+            raise ValueError(f"{bad[0]} is negative or not finite")
+        return v
 
 
 class TrainSpec(SpecModel):
@@ -245,6 +309,11 @@ class TrainSpec(SpecModel):
         description="Networks written as standalone generator files at the end (loadable by restorekit.load).",
     )
 
+    @field_validator("save_generator")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return check_names(v, "network")
+
 
 # ----------------------------------------------------------------------------------------------------
 # validators
@@ -261,11 +330,19 @@ class ValidatorSpec(SpecModel):
 
 
 InferMode = Literal["sr", "sample", "restore", "latent_transfer", "interpolate", "feed_through"]
+FLOW_MODES = frozenset({"sample", "restore", "latent_transfer", "interpolate", "feed_through"})
+"""Inference modes that need a flow network (encode/decode)."""
 
 
 class TileSpec(SpecModel):
     size: int = Field(ge=8, description="Tile size in LR pixels.")
     overlap: int = Field(8, ge=0, description="Overlap between tiles in LR pixels (blended).")
+
+    @model_validator(mode="after")
+    def _overlap(self) -> "TileSpec":
+        if self.size <= self.overlap:
+            raise ValueError(f"size ({self.size}) must be larger than overlap ({self.overlap})")
+        return self
 
 
 class InferSpec(SpecModel):
@@ -300,6 +377,29 @@ class InferSpec(SpecModel):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, (str, Path)) else v
 
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one temperature")
+        _finite_non_negative(v)
+        dups = sorted({t for t in v if v.count(t) > 1})
+        if dups:
+            raise ValueError(f"duplicate values {dups}")
+        return v
+
+    @field_validator("nan_ladder")
+    @classmethod
+    def _ladder(cls, v: list[float]) -> list[float]:
+        return _finite_non_negative(v)
+
+
+def _finite_non_negative(values: list[float]) -> list[float]:
+    bad = [t for t in values if not math.isfinite(t) or t < 0]
+    if bad:
+        raise ValueError(f"must be finite and >= 0 (got {bad[0]})")
+    return values
+
 
 # ----------------------------------------------------------------------------------------------------
 # the whole pipeline
@@ -313,6 +413,11 @@ class PipelineSpec(SpecModel):
     train: TrainSpec | None = Field(None, description="Training loop settings.")
     validators: dict[str, ValidatorSpec] = Field(default_factory=dict, description="Named validators.")
     infer: InferSpec | None = Field(None, description="Inference settings.")
+
+    @field_validator("networks", "steps", "validators")
+    @classmethod
+    def _names(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        return check_names(v, info.field_name[:-1])
 
     @model_validator(mode="after")
     def _mode_sections(self) -> "PipelineSpec":
@@ -338,6 +443,18 @@ class PipelineSpec(SpecModel):
                 raise ValueError(f"validators.{vname}.network: unknown network {val.network!r}{_avail(names)}")
         if self.infer is not None and self.infer.network not in names:
             raise ValueError(f"infer.network: unknown network {self.infer.network!r}{_avail(names)}")
+        if self.infer is not None and self.infer.mode == "latent_transfer" and self.infer.reference is None:
+            raise ValueError("infer.reference: latent_transfer needs a reference image")
+        has_val = self.data.val is not None and bool(self.validators)
+        if self.train is not None:
+            for net in self.train.save_generator:
+                if net not in names:
+                    raise ValueError(f"train.save_generator: unknown network {net!r}{_avail(names)}")
+            if self.train.best_metric is not None and not has_val and mode == "train":
+                raise ValueError("train.best_metric needs [data.val] and at least one [validators.<name>]")
+        for name, net_spec in self.networks.items():
+            if net_spec.unfreeze is not None and net_spec.unfreeze.metric is not None and not has_val and mode == "train":
+                raise ValueError(f"networks.{name}.unfreeze.metric needs [data.val] and at least one [validators.<name>]")
         return self
 
 

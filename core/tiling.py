@@ -29,7 +29,6 @@ left out of the accumulation and reported in :class:`TiledOutput`, so the caller
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
@@ -37,6 +36,8 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .padding import pad_to_multiple
 
 Window = Literal["cosine", "linear"]
 TileFn = Callable[[Tensor, "Tile"], Sequence[Tensor]]
@@ -184,17 +185,6 @@ def weight_sum(tiles: Sequence[Tile], height: int, width: int, scale: int, *, wi
     return total
 
 
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """Pad (B, C, h, w) at the bottom/right to multiples of ``multiple`` (reflection; replication where the
-    image is too small to reflect). Returns the padded tensor and the (bottom, right) padding."""
-    h, w = x.shape[-2:]
-    ph, pw = round_up(h, multiple) - h, round_up(w, multiple) - w
-    if ph == 0 and pw == 0:
-        return x, (0, 0)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
-
-
 # ----------------------------------------------------------------------------------------------------
 # running tiles
 
@@ -315,27 +305,17 @@ def crop_latents(latents: Sequence[Tensor], t: Tile, scale: int, lr_hw: tuple[in
     return out
 
 
-def accepts_cond(model: Any) -> bool:
-    """Whether ``model`` offers ``conditional_features(lr)`` and a ``decode(..., cond=...)`` to reuse them."""
-    if not callable(getattr(model, "conditional_features", None)):
-        return False
-    try:
-        params = inspect.signature(model.decode).parameters
-    except (TypeError, ValueError):
-        return False
-    return "cond" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def flow_decoder(model: Any) -> Callable[[Tensor, Sequence[Sequence[Tensor]]], list[Tensor]]:
     """``decode(lr, latent_sets) -> [SR per set]``: decodes several latent sets for one LR batch, computing the
-    LR conditional features once when the model allows it (:func:`accepts_cond`)."""
-    reuse = accepts_cond(model)
+    LR conditional features once (``model.conditional_features``, see :class:`restorekit.FlowModel`). For an LR batch of 1 the sets
+    are decoded in batches whose size :class:`restorekit.perf.SampleBatcher` chooses by measuring (a loop of
+    single decodes where batching is slower, as on a CPU with large images)."""
+    from .perf import SampleBatcher
+
+    batcher = SampleBatcher()
 
     def decode(lr: Tensor, latent_sets: Sequence[Sequence[Tensor]]) -> list[Tensor]:
-        if reuse:
-            cond = model.conditional_features(lr)
-            return [model.decode(lr, latents=list(zs), cond=cond) for zs in latent_sets]
-        return [model.decode(lr, latents=list(zs)) for zs in latent_sets]
+        return batcher.decode(model, lr, latent_sets, model.conditional_features(lr))
 
     return decode
 
@@ -374,10 +354,63 @@ def tiled_flow_decode(
     return run_tiled(lr, fn, scale=scale, tile=tile, overlap=overlap, align=align, window=window, margin=margin)
 
 
+def _owned(start: int, size: int, before: int, after: int, align: int) -> tuple[int, int]:
+    """The part ``[a, b)`` of a tile's span that it owns: its neighbours' overlaps split in the middle (rounded
+    down to ``align``, so that both neighbours draw the same line)."""
+    a = start + (round_down(before // 2, align) if before else 0)
+    b = start + size - (after - round_down(after // 2, align) if after else 0)
+    return a, b
+
+
+def tiled_flow_encode(
+    model: Any,
+    hr: Tensor,
+    lr: Tensor,
+    *,
+    tile: int,
+    overlap: int,
+    encode: Callable[[Tensor, Tensor], Sequence[Tensor]] | None = None,
+) -> list[Tensor]:
+    """The latents of ``hr`` given ``lr`` (a valid-size batch whose LR sides are multiples of
+    :func:`flow_alignment`), encoded tile by tile: peak memory follows the tile, not the image.
+
+    Each tile encodes its HR/LR crop; every latent level takes from each tile the part the tile owns (overlaps
+    split in the middle), so each latent comes from the tile where it lies farthest from an artificial border.
+    With an overlap of at least twice the flow's receptive-field radius the result equals the untiled encode;
+    below that, latents next to the cut lines differ slightly (a decode of them is still seamless).
+    """
+    run = encode or (lambda h, l: list(model.encode(h, l).latents))
+    scale = int(model.scale)
+    lr_hw = _hw(lr.shape)
+    if tuple(hr.shape[-2:]) != (lr_hw[0] * scale, lr_hw[1] * scale):
+        raise ValueError(f"tiled_flow_encode: HR {tuple(hr.shape)} is not {scale}x the LR {tuple(lr.shape)}")
+    shapes = [tuple(int(d) for d in s) for s in model.latent_shapes(tuple(lr.shape))]
+    align = flow_alignment(scale, int(getattr(model, "size_multiple", 1) or 1), lr_hw, shapes)
+    if lr_hw[0] % align or lr_hw[1] % align:
+        raise ValueError(f"tiled_flow_encode: LR size {lr_hw} is not a multiple of the alignment {align}")
+    hh, ww = lr_hw[0] * scale, lr_hw[1] * scale
+    out: list[Tensor] | None = None
+    for t in plan_tiles(lr_hw[0], lr_hw[1], tile, overlap, align):
+        lt = lr[:, :, t.y : t.y + t.h, t.x : t.x + t.w]
+        ht = hr[:, :, t.y * scale : (t.y + t.h) * scale, t.x * scale : (t.x + t.w) * scale]
+        zs = list(run(ht, lt))
+        if out is None:
+            out = [z.new_zeros((z.shape[0], z.shape[1], hh // (scale * t.h // z.shape[-2]),
+                                ww // (scale * t.w // z.shape[-1]))) for z in zs]
+        y0, y1 = _owned(t.y, t.h, t.top, t.bottom, align)
+        x0, x1 = _owned(t.x, t.w, t.left, t.right, align)
+        for z, full in zip(zs, out):
+            ry, rx = scale * t.h // z.shape[-2], scale * t.w // z.shape[-1]  # HR pixels per latent pixel
+            ys = slice((y0 - t.y) * scale // ry, (y1 - t.y) * scale // ry)
+            xs = slice((x0 - t.x) * scale // rx, (x1 - t.x) * scale // rx)
+            full[:, :, y0 * scale // ry : y1 * scale // ry, x0 * scale // rx : x1 * scale // rx] = z[:, :, ys, xs]
+    assert out is not None
+    return out
+
+
 __all__ = [
     "Tile",
     "TiledOutput",
-    "accepts_cond",
     "crop_latents",
     "flow_alignment",
     "flow_decoder",
@@ -389,6 +422,7 @@ __all__ = [
     "tile_starts",
     "tile_weights",
     "tiled_flow_decode",
+    "tiled_flow_encode",
     "tiled_forward",
     "weight_sum",
     "window_1d",

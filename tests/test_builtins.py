@@ -36,9 +36,12 @@ class ToyFlow(nn.Module):
         logdet = torch.full((hr.shape[0],), hr[0].numel() * math.log(2.0))
         return EncodeResult([z], 0.5 * (z**2).flatten(1).sum(1), logdet)
 
-    def decode(self, lr, latents=None, temperature=0.0, generator=None):
+    def decode(self, lr, latents=None, temperature=0.0, generator=None, *, cond=None):
         z = latents[0] if latents is not None else torch.zeros_like(self._mean(lr)) + temperature
         return self._mean(lr) + z / 2
+
+    def conditional_features(self, lr):
+        return None
 
     def latent_shapes(self, lr_shape):
         return [(3, lr_shape[-2] * 2, lr_shape[-1] * 2)]

@@ -28,6 +28,9 @@ def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"restorekit", "restorekit_rrdb", "restorekit_srflow", "restorekit_validators"}
     assert "restorekit/registry.toml" in names and "restorekit/py.typed" in names
+    assert "restorekit/catalogue.toml" in names  # the model catalogue is package data
+    for bundled in (ROOT / "core" / "models").glob("*.safetensors"):  # the bundled models ship in the wheel
+        assert f"restorekit/models/{bundled.name}" in names
     eps = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(eps).decode()
     assert "[restorekit.plugins]" in text and "restore-run = restorekit.cli:main" in text
@@ -53,9 +56,10 @@ def test_third_party_plugin_installs_and_runs_without_touching_restorekit(tmp_pa
     listed = subprocess.run([*exe, "--list-plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert listed.returncode == 0, listed.stderr
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
-    assert plugins["bicubic"]["status"] == "ok"
-    assert plugins["bicubic"]["distribution"] == "restorekit-bicubic"
-    assert plugins["bicubic"]["components"] == {"generator": ["bicubic"]}
+    assert plugins["espcn"]["status"] == "ok"
+    assert plugins["espcn"]["distribution"] == "restorekit-espcn"
+    assert plugins["espcn"]["components"] == {"generator": ["espcn", "bicubic"], "loss": ["gradient"],
+                                              "validator": ["mae"]}
     run = subprocess.run([*exe, str(pipeline)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     import imageio.v3 as iio

@@ -64,13 +64,16 @@ class TinyFlow(nn.Module):
         return EncodeResult([z], nll, torch.zeros(hr.shape[0]))
 
     def decode(self, lr: Tensor, latents: Any = None, temperature: float | Tensor = 0.0,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, *, cond: Any = None) -> Tensor:
         mean = self._mean(lr)
         z = latents[0] if latents else temperature * torch.randn(mean.shape, generator=generator)
         return mean + z
 
     def rrdb_forward(self, lr: Tensor) -> Tensor:
         return F.interpolate(lr + self.cond(lr), scale_factor=2, mode="nearest")
+
+    def conditional_features(self, lr: Tensor) -> None:
+        return None
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.decode(lr)
@@ -465,11 +468,13 @@ def test_component_errors_name_the_field(images: Path, reg: PluginRegistry) -> N
     steps = {"sr": {"networks": ["generator"],
                     "injectors": {"fwd": {"component": "generator", "params": {"network": "gen"}}},
                     "losses": {"l1": {"component": "pixel"}}}}
-    with pytest.raises(UserError, match=r"^p.toml: steps.sr.injectors.fwd: generator injector: unknown network 'gen'"):
+    with pytest.raises(UserError, match=r"^p.toml: steps.sr.injectors.fwd.params.network: unknown network 'gen' "
+                                        r"\(available: generator\)$"):  # at plan time: --dry-run reports it
         run_train(images, reg, pipeline(images, steps=steps, val=False))
     steps = {"sr": {"networks": ["generator"], "injectors": {"fwd": {"component": "generator"}},
                     "losses": {"l1": {"component": "pixel", "params": {"pred": "srr"}}}}}
-    with pytest.raises(UserError, match=r"^p.toml: steps.sr.losses.l1: pixel loss: state has no 'srr' \(present: hq, lq, sr\)"):
+    with pytest.raises(UserError, match=r"^p.toml: steps.sr.losses.l1: loss 'l1' \(pixel\) reads state key 'srr', which "
+                                        r"no injector before it writes \(state keys at this point: hq, lq, sr\)$"):
         run_train(images, reg, pipeline(images, steps=steps, val=False))
 
 

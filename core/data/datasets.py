@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,7 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ..components import Sample
 from ..errors import UserError
 from ..spec import CorruptSpec, DatasetSpec
-from .io import IMAGE_SUFFIXES, read_image
+from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_size, read_image
 from .resize import downsample
 
 log = logging.getLogger("restorekit.data")
@@ -120,17 +121,6 @@ def paired_path(lq_root: Path, name: str, where: str) -> Path:
             if cand.is_file():
                 return cand
     raise UserError(f"{where}.lq: {lq_root}: no LR image for {name!r} (expected {exact})")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file without decoding its pixels."""
-    try:
-        shape = iio.improps(path).shape
-    except Exception as exc:  # noqa: BLE001 - imageio raises many types for broken files
-        raise UserError(f"{path}: unreadable image ({str(exc).strip()[:120] or type(exc).__name__})") from None
-    if len(shape) == 4:  # animated
-        shape = shape[1:]
-    return int(shape[0]), int(shape[1])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -257,11 +247,13 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
     :meth:`set_epoch` before iterating an epoch.
     """
 
-    def __init__(self, spec: DatasetSpec, *, scale: int, seed: int, size_multiple: int = 1, where: str = "data.train") -> None:
+    def __init__(self, spec: DatasetSpec, *, scale: int, seed: int, size_multiple: int = 1, where: str = "data.train",
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.spec = spec
         self.scale = int(scale)
         self.seed = int(seed)
         self.where = where
+        self.max_pixels = max_pixels
         self.epoch = 0
         unit = self.scale * max(1, int(size_multiple))
         if spec.target_size % unit:
@@ -272,9 +264,13 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
         size = spec.target_size
         kept: list[tuple[ImageEntry, Path | None]] = []
         small: list[str] = []
+        large: list[str] = []
         for e in entries:
             lq = paired_path(Path(spec.lq), e.name, where) if spec.lq is not None else None
             h, w = image_size(e.path)
+            if max_pixels is not None and h * w > max_pixels:
+                large.append(f"{e.name} ({w}x{h})")
+                continue
             if (h < size or w < size) and spec.small_images == "skip":
                 small.append(e.name)
                 continue
@@ -284,8 +280,16 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
                 "%s: skipped %d image(s) smaller than target_size %d: %s%s", where, len(small), size,
                 ", ".join(small[:5]), " ..." if len(small) > 5 else "",
             )
+        if large:
+            log.warning(
+                "%s: skipped %d image(s) over run.max_pixels = %d (not decoded): %s%s", where, len(large),
+                max_pixels, ", ".join(large[:5]), " ..." if len(large) > 5 else "",
+            )
         if not kept:
             roots = ", ".join(str(h) for h in spec.hq)
+            if large:
+                raise UserError(f"{where}.hq: {roots}: no usable image ({len(large)} over run.max_pixels = "
+                                f"{max_pixels}, {len(small)} smaller than target_size {size})")
             raise UserError(
                 f"{where}.hq: {roots}: no usable image (all {len(entries)} are smaller than target_size {size}; "
                 "use smaller crops or small_images = \"pad\")"
@@ -311,9 +315,9 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
         entry, lq_path = self.items[index]
         rng = item_rng(self.seed, epoch, index)
         s, size = self.scale, self.spec.target_size
-        hr = read_image(entry.path).rgb
+        hr = read_image(entry.path, max_pixels=self.max_pixels).rgb
         if lq_path is not None:
-            lr = read_image(lq_path).rgb
+            lr = read_image(lq_path, max_pixels=self.max_pixels).rgb
             if hr.shape[-2] < lr.shape[-2] * s or hr.shape[-1] < lr.shape[-1] * s:
                 raise UserError(
                     f"{self.where}.lq: {lq_path} is {lr.shape[-2]}x{lr.shape[-1]}, but its HR {entry.path} is "
@@ -342,7 +346,8 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
 
 
 def load_val_samples(
-    spec: DatasetSpec, *, scale: int, size_multiple: int = 1, seed: int = 0, where: str = "data.val"
+    spec: DatasetSpec, *, scale: int, size_multiple: int = 1, seed: int = 0, where: str = "data.val",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[Sample]:
     """The validation images as :class:`Sample` items (``lq`` (1,3,h,w), ``hq`` (1,3,s*h,s*w)).
 
@@ -359,9 +364,9 @@ def load_val_samples(
     small: list[str] = []
     for index, e in enumerate(entries):
         rng = item_rng(seed, 0, index)
-        hr = read_image(e.path).rgb
+        hr = read_image(e.path, max_pixels=max_pixels).rgb
         if spec.lq is not None:
-            lr = read_image(paired_path(Path(spec.lq), e.name, where)).rgb
+            lr = read_image(paired_path(Path(spec.lq), e.name, where), max_pixels=max_pixels).rgb
             m = max(1, int(size_multiple))
             want_h, want_w = (spec.crop // s, spec.crop // s) if spec.crop else (
                 lr.shape[-2] // m * m, lr.shape[-1] // m * m
@@ -442,6 +447,27 @@ class _Sized:
         return self.n
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_batch_memory(batch_size: int, dataset: TrainDataset) -> None:
+    """A batch that cannot fit in this machine's memory is a one-line :class:`UserError` naming
+    ``<where>.batch_size``, raised before anything is allocated (not a ``MemoryError`` mid-run)."""
+    size, s = dataset.spec.target_size, dataset.scale
+    per_item = 4 * 3 * (size * size + (size // s) ** 2)  # float32 HR crop + LR crop
+    need, have = batch_size * per_item, physical_memory()
+    if have is not None and need > have:
+        raise UserError(
+            f"{dataset.where}.batch_size: {batch_size:,} crops of {size}x{size} need {need / 2**30:,.1f} GiB per "
+            f"batch, more than this machine's {have / 2**30:,.1f} GiB of memory"
+        )
+
+
 class BatchStream:
     """An endless stream of training batches with a resumable position.
 
@@ -463,6 +489,7 @@ class BatchStream:
     ) -> None:
         self.dataset = dataset
         self.batch_size = int(batch_size)
+        check_batch_memory(self.batch_size, dataset)
         self.workers = int(workers)
         self.seed = int(seed)
         self.pin_memory = pin_memory

@@ -1,11 +1,11 @@
 """restorekit_rrdb: the RRDB network (ESRGAN generator, SRFlow's conditional network) for restorekit.
 
-Public API: the network (:class:`RRDBNet`, :class:`RRDBFeatures`), its params model and factory
+Public API: the network (:class:`RRDBNet`, :class:`RRDBFeatures`, :func:`bicubic_upsample`), its params model and factory
 (:class:`RRDBParams`, :func:`build_rrdb`, :data:`PRESETS`) and checkpoint layouts (:func:`detect`,
 :func:`params_from_state_dict`, :func:`convert_state_dict`, :func:`detect_layout`, :func:`to_official_names`).
 """
 
-from .arch import RRDBFeatures, RRDBNet, count_parameters
+from .arch import RRDBFeatures, RRDBNet, bicubic_upsample, count_parameters
 from .formats import (
     LAYOUTS,
     Layout,
@@ -24,6 +24,7 @@ __all__ = [
     "RRDBFeatures",
     "RRDBNet",
     "RRDBParams",
+    "bicubic_upsample",
     "build_rrdb",
     "convert_state_dict",
     "count_parameters",

@@ -11,6 +11,9 @@ Two wirings of the long skip share the same parameters (see ``docs/srflow-archit
 
 with ``T`` the output of the last trunk block.
 
+``bicubic_skip=True`` (restorekit's bundled models; no published checkpoint) adds the bicubic upsampling of the
+input to the output, so the network learns only the residual detail and starts as bicubic (``conv_last`` at zero).
+
 ``pixel_unshuffle=True`` is Real-ESRGAN's layout for its x2 and x1 models: the input is pixel-unshuffled by
 ``4 // scale`` (so ``conv_first`` takes ``in_nc * (4 // scale)**2`` channels) and the network then upsamples
 by 4, as for ``scale=4``. Such a network needs LR sizes that are multiples of ``size_multiple = 4 // scale``.
@@ -104,6 +107,7 @@ class RRDBNet(nn.Module):
         scale: int = 4,
         variant: Variant = "esrgan",
         pixel_unshuffle: bool = False,
+        bicubic_skip: bool = False,
     ) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8, 16):
@@ -112,6 +116,8 @@ class RRDBNet(nn.Module):
             raise ValueError(f"RRDBNet: variant must be 'esrgan' or 'srflow', got {variant!r}")
         if pixel_unshuffle and scale not in (1, 2):
             raise ValueError(f"RRDBNet: pixel_unshuffle needs scale 1 or 2, got {scale}")
+        if bicubic_skip and in_nc != out_nc:
+            raise ValueError(f"RRDBNet: bicubic_skip needs in_nc == out_nc, got {in_nc} and {out_nc}")
         self.in_nc, self.out_nc, self.nf, self.nb, self.gc = in_nc, out_nc, nf, nb, gc
         self.scale = scale
         self.variant: Variant = variant
@@ -122,6 +128,9 @@ class RRDBNet(nn.Module):
             "in_nc": in_nc, "out_nc": out_nc, "nf": nf, "nb": nb, "gc": gc, "scale": scale,
             "variant": variant, "pixel_unshuffle": pixel_unshuffle,
         }
+        self.bicubic_skip = bicubic_skip
+        if bicubic_skip:
+            self.arch_params["bicubic_skip"] = True
         self.gradient_checkpointing = False
         self.conv_first = nn.Conv2d(in_nc * self.unshuffle_factor**2, nf, 3, 1, 1)
         self.RRDB_trunk = nn.Sequential(*[RRDB(nf=nf, gc=gc) for _ in range(nb)])
@@ -131,12 +140,17 @@ class RRDBNet(nn.Module):
             setattr(self, f"upconv{m}", nn.Conv2d(nf, nf, 3, 1, 1))
         self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, out_nc, 3, 1, 1)
+        if bicubic_skip:
+            # the network starts as exactly bicubic upsampling and learns the residual detail
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def extra_repr(self) -> str:
         return (
             f"in_nc={self.in_nc}, out_nc={self.out_nc}, nf={self.nf}, nb={self.nb}, gc={self.gc}, "
             f"scale={self.scale}, variant={self.variant!r}"
             + (", pixel_unshuffle=True" if self.pixel_unshuffle else "")
+            + (", bicubic_skip=True" if self.bicubic_skip else "")
         )
 
     def _trunk(self, fea: Tensor, keep: Sequence[int]) -> tuple[Tensor, dict[int, Tensor]]:
@@ -159,6 +173,7 @@ class RRDBNet(nn.Module):
         for b in block_ids:
             if not 0 <= b < self.nb:
                 raise ValueError(f"RRDBNet: block index {b} out of range 0..{self.nb - 1}")
+        lr = x
         if self.unshuffle_factor > 1:
             x = F.pixel_unshuffle(x, self.unshuffle_factor)
         f0 = self.conv_first(x)
@@ -174,9 +189,19 @@ class RRDBNet(nn.Module):
             fea = _lrelu(conv(F.interpolate(fea, scale_factor=2, mode="nearest")))
             fea_up[2**m] = fea
         out = self.conv_last(_lrelu(self.HRconv(fea)))
+        if self.bicubic_skip:
+            out = out + bicubic_upsample(lr, self.scale)
         if return_features:
             return RRDBFeatures(out, last_lr_fea, fea_up, blocks)
         return out
+
+
+def bicubic_upsample(x: Tensor, scale: int) -> Tensor:
+    """``x`` upsampled by ``scale`` with bicubic interpolation (a = -0.75, half-pixel centres, not clamped): the
+    global skip of ``bicubic_skip`` networks, the same interpolation as the bicubic baseline of inference reports."""
+    if scale == 1:
+        return x
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
 def count_parameters(module: nn.Module) -> int:

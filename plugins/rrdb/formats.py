@@ -44,8 +44,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Mapping
 
-from restorekit.components import StateDict
-from restorekit.errors import UserError
+from restorekit import StateDict, UserError
 from torch import Tensor
 
 from .params import RRDBParams

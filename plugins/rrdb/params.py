@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from restorekit.components import PresetParams
+from restorekit import PresetParams
 
 from .arch import RRDBNet
 
@@ -44,6 +44,11 @@ class RRDBParams(PresetParams):
         description="Real-ESRGAN x2/x1 layout: the input is pixel-unshuffled by 4/scale and the network "
         "upsamples by 4 (needs scale 1 or 2; LR sizes must be multiples of 4/scale).",
     )
+    bicubic_skip: bool = Field(
+        False,
+        description="Add the bicubic upsampling of the input to the output (a global residual; conv_last starts "
+        "at zero, so the untrained network is bicubic). Off for every published checkpoint; the bundled models use it.",
+    )
     preset: str | None = Field(
         None, description=f"A named params set that fills unset fields: {', '.join(sorted(PRESETS))}."
     )
@@ -63,6 +68,7 @@ class RRDBParams(PresetParams):
         return {
             "in_nc": self.in_nc, "out_nc": self.out_nc, "nf": self.nf, "nb": self.nb, "gc": self.gc,
             "scale": self.scale, "variant": self.variant, "pixel_unshuffle": self.pixel_unshuffle,
+            "bicubic_skip": self.bicubic_skip,
         }
 
 

@@ -1,14 +1,15 @@
 """restorekit_srflow: SRFlow (Lugmayr et al., arXiv 2006.14200) for restorekit.
 
 Public API: :class:`SRFlowNet` (``encode`` / ``decode`` / ``conditional_features`` / ``latent_shapes`` /
-``forward`` / ``rrdb_forward``), its params model and factory (:class:`SRFlowParams`, :func:`build_srflow`,
+``forward`` / ``rrdb_forward``; the plain architecture is :class:`SRFlowArch`), its params model and factory (:class:`SRFlowParams`, :func:`build_srflow`,
 :data:`PRESETS`), the flow layers, the checkpoint functions (:func:`detect`, :func:`params_from_state_dict`,
 :func:`convert_state_dict`) and the latent tools (:func:`sample_latents`, :func:`normalize_latents`,
 :func:`transfer_latents`, :func:`interpolate_latents`, … — implemented in ``restorekit.latents``, re-exported).
 """
 
-from .arch import FlowUpsamplerNet, LevelCond, SRFlowNet, geometry_error
+from .arch import Encoded, FlowUpsamplerNet, LevelCond, SRFlowArch, geometry_error
 from .formats import convert_state_dict, detect, params_from_state_dict
+from .model import SRFlowNet
 from .latents import (
     interpolate_latents,
     latent_norm,
@@ -37,10 +38,12 @@ __all__ = [
     "ActNorm",
     "CondAffineCoupling",
     "CouplingCond",
+    "Encoded",
     "FlowStep",
     "FlowUpsamplerNet",
     "InvConv1x1",
     "LevelCond",
+    "SRFlowArch",
     "SRFlowNet",
     "SRFlowParams",
     "Split2d",

@@ -1,4 +1,8 @@
-"""SRFlowNet: the SRFlow generator (docs/srflow-architecture.md §3–§7) as a plain ``nn.Module``.
+"""SRFlowArch: the SRFlow generator (docs/srflow-architecture.md §3–§7) as a plain ``nn.Module``.
+
+It knows nothing of restorekit: wrong inputs raise ValueError, and random latents come from its
+:meth:`SRFlowArch.sample_latents` hook, which ``restorekit_srflow.SRFlowNet`` (model.py) fills with restorekit's one
+sampler.
 
 Submodule names reproduce the official checkpoint keys: ``RRDB.*`` (the conditional RRDBNet with the SRFlow
 long-skip wiring), ``flowUpsamplerNet.layers.<i>.*`` (squeezes, additional steps, conditional steps and splits in
@@ -9,19 +13,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
-from restorekit.components import EncodeResult
-from restorekit.errors import UserError
-from restorekit.latents import temperature_at
-from restorekit_rrdb import RRDBNet
+from restorekit_rrdb import RRDBNet, bicubic_upsample
 from torch import Tensor, nn
 
 from .layers import CouplingCond, FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
 
 _FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
+
+
+def _fp16_autocast(x: Tensor) -> bool:
+    """Whether an fp16 autocast is active for ``x``'s device. The flow then runs in fp32: its log-determinant and
+    NLL are sums over every pixel (far above fp16's 65504), the couplings divide by scales down to ``affine_eps``
+    and the split priors exponentiate — all overflow in fp16. bf16 has fp32's range and keeps autocast."""
+    kind = x.device.type
+    try:
+        return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.float16
+    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - older torch
+        return kind == "cuda" and torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype() == torch.float16
+SKIPS = ("none", "bicubic", "rrdb")
 
 
 def geometry_error(scale: int, L: int, fea_up0: bool, fea_up_minus1: bool) -> str | None:
@@ -44,6 +57,14 @@ def geometry_error(scale: int, L: int, fea_up0: bool, fea_up_minus1: bool) -> st
     return None
 
 
+class Encoded(NamedTuple):
+    """What :meth:`SRFlowArch.encode` returns (the fields of ``restorekit.EncodeResult``)."""
+
+    latents: list[Tensor]
+    nll: Tensor
+    logdet: Tensor
+
+
 @dataclass
 class LevelCond:
     """The conditional maps of one LR batch, one per flow level (``maps[0]`` = level 1), from
@@ -59,6 +80,9 @@ class LevelCond:
     maps: list[Tensor]
     cache: bool = True
     terms: dict[int, tuple[tuple[Any, ...], CouplingCond]] = field(default_factory=dict, repr=False)
+    mean: Tensor | None = field(default=None, repr=False)
+    """``skip = "rrdb"`` networks: the RRDB's SR image of this LR batch (the image the flow's residual is taken
+    against)."""
 
     @property
     def batch(self) -> int:
@@ -101,16 +125,21 @@ class FlowUpsamplerNet(nn.Module):
         self.level_of.append(level)
 
 
-class SRFlowNet(nn.Module):
+class SRFlowArch(nn.Module):
     """SRFlow: a conditional normalising flow between HR images and Gaussian latents, conditioned on RRDB features
     of the LR image.
 
-    * ``encode(hr, lr)`` → :class:`~restorekit.EncodeResult` (latents: split latents first, top z last; NLL in bits
-      per pixel, official definition; logdet);
+    * ``encode(hr, lr)`` → :class:`Encoded` (latents: split latents first, top z last; NLL in bits per pixel,
+      official definition; logdet);
     * ``decode(lr, latents | temperature)`` → SR image (``return_logdet=True`` also returns the decode logdet);
-    * ``model(lr)`` → the temperature-0 SR image for any LR size (reflection-padded, cropped back);
+    * ``model(lr)`` → the temperature-0 SR image (``SRFlowNet`` pads any LR size and crops back);
     * ``conditional_features(lr)`` → reusable conditional maps (``cond=`` of encode/decode);
     * ``rrdb_forward(lr)`` → the conditional RRDB's own SR image (stage-1 pre-training).
+
+    ``skip`` (restorekit's bundled models; off for the published ones): the flow models a residual, ``HR − m(LR)``
+    — encode subtracts ``m``, decode adds it back; an additive shift, so the log-determinant is unchanged — with
+    ``m`` the bicubic upsampling (``"bicubic"``) or the conditional RRDB's own SR image (``"rrdb"``). Either way the
+    RRDB gets a bicubic skip too (``RRDBNet(bicubic_skip=True)``).
 
     LR heights and widths must be multiples of ``size_multiple`` for encode/decode. Attributes for restorekit:
     ``scale``, ``size_multiple``, ``arch_params`` (the keyword arguments, JSON-able), ``gradient_checkpointing``.
@@ -137,6 +166,7 @@ class SRFlowNet(nn.Module):
         split_consume_ratio: float = 0.5,
         split_logs_eps: float = 0.0,
         split_correct_levels: bool = False,
+        skip: str = "none",
     ) -> None:
         super().__init__()
         if scale not in (2, 4, 8, 16):
@@ -158,6 +188,11 @@ class SRFlowNet(nn.Module):
             split_consume_ratio=float(split_consume_ratio), split_logs_eps=float(split_logs_eps),
             split_correct_levels=split_correct_levels,
         )
+        if skip not in SKIPS:
+            raise ValueError(f"SRFlowNet: skip must be one of {', '.join(SKIPS)}, got {skip!r}")
+        self.skip = skip
+        if skip != "none":
+            self.arch_params["skip"] = skip
         # level l (1-based) works at LR * level_ratio[l-1] and reads the feature of that resolution
         self.level_ratio = [scale / 2**level for level in range(1, L + 1)]
         # HR = scale*LR must be divisible by 2^L, and the LR/2 (LR/4) features must have exactly the deepest
@@ -165,7 +200,9 @@ class SRFlowNet(nn.Module):
         self.size_multiple = max(1, 2**L // scale)
         self.cond_channels = nf * (1 + len(blocks))
         last_split = L - 1 if split_correct_levels else L - 2
-        self.RRDB = RRDBNet(in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, gc=gc, scale=scale, variant="srflow")
+        self.RRDB = RRDBNet(
+            in_nc=in_nc, out_nc=out_nc, nf=nf, nb=nb, gc=gc, scale=scale, variant="srflow", bicubic_skip=skip != "none"
+        )
         self.flowUpsamplerNet = FlowUpsamplerNet(
             out_nc=out_nc, L=L, K=K, additional=additional_flow_no_affine, cond_channels=self.cond_channels,
             hidden=hidden_channels, affine_eps=affine_eps, consume_ratio=split_consume_ratio,
@@ -221,7 +258,15 @@ class SRFlowNet(nn.Module):
                 same = size == tuple(stacked.shape[-2:])
                 fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
             maps.append(fea)
-        return LevelCond(maps, cache=cache)
+        return LevelCond(maps, cache=cache, mean=rrdb.out if self.skip == "rrdb" else None)
+
+    def _skip_image(self, lr: Tensor, cond: LevelCond) -> Tensor:
+        """The image the flow's residual is taken against (``skip``): bicubic(LR) or the RRDB's SR image."""
+        if self.skip == "bicubic":
+            return bicubic_upsample(lr, self.scale)
+        if cond.mean is None:
+            return self.rrdb_forward(lr)
+        return cond.mean
 
     def rrdb_forward(self, lr: Tensor) -> Tensor:
         """The conditional RRDB's own SR image (its ``conv_last`` output; for pre-training it with a pixel loss)."""
@@ -252,7 +297,7 @@ class SRFlowNet(nn.Module):
 
     def _check_sizes(self, lr: Tensor, hr: Tensor | None = None) -> None:
         if lr.dim() != 4:
-            raise UserError(f"srflow: LR must be a (B, C, h, w) batch, got shape {tuple(lr.shape)}")
+            raise ValueError(f"srflow: LR must be a (B, C, h, w) batch, got shape {tuple(lr.shape)}")
         h, w = int(lr.shape[-2]), int(lr.shape[-1])
         m = self.size_multiple
         if not self.valid_lr_size(h, w):
@@ -260,12 +305,12 @@ class SRFlowNet(nn.Module):
                 lo = (v // m) * m
                 return f"{lo} or {lo + m}" if lo else f"{m}"
 
-            raise UserError(
+            raise ValueError(
                 f"srflow: LR size {h}x{w} is not allowed by L={self.L} at x{self.scale}: height and width must be "
                 f"multiples of {m} (nearest: {near(h)} x {near(w)}); model(lr) pads any size"
             )
         if hr is not None and tuple(hr.shape[-2:]) != (h * self.scale, w * self.scale):
-            raise UserError(
+            raise ValueError(
                 f"srflow: HR size {hr.shape[-2]}x{hr.shape[-1]} must be {self.scale}x the LR size {h}x{w} "
                 f"({h * self.scale}x{w * self.scale})"
             )
@@ -300,10 +345,22 @@ class SRFlowNet(nn.Module):
         terms = self._coupling_terms(index, layer, cond, level) if layer.conditional else None
         return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
 
+    def _fp32_cond(self, lr: Tensor, cond: LevelCond | None, batch: int) -> LevelCond:
+        """The conditional features (the RRDB runs under the caller's fp16 autocast), cast to fp32 in place so
+        that a reused ``cond`` keeps its fp32 maps and cached terms."""
+        cond = self._cond_for(lr, cond, batch)
+        if any(m.dtype != torch.float32 for m in cond.maps):
+            cond.maps = [m.float() for m in cond.maps]
+            cond.terms.clear()
+        mean = getattr(cond, "mean", None)
+        if isinstance(mean, Tensor) and mean.dtype != torch.float32:
+            cond.mean = mean.float()  # type: ignore[attr-defined]
+        return cond
+
     def _cond_for(self, lr: Tensor, cond: LevelCond | None, batch: int) -> LevelCond:
         cond = cond if cond is not None else self.conditional_features(lr, cache=False)
         if cond.batch not in (1, batch):
-            raise UserError(f"srflow: the conditional features have batch {cond.batch}, the images {batch}")
+            raise ValueError(f"srflow: the conditional features have batch {cond.batch}, the images {batch}")
         return cond
 
     def encode(
@@ -314,8 +371,8 @@ class SRFlowNet(nn.Module):
         noise: Tensor | None = None,
         *,
         cond: LevelCond | None = None,
-    ) -> EncodeResult:
-        """HR → latents given LR (§6). Returns ``EncodeResult(latents, nll, logdet)``.
+    ) -> Encoded:
+        """HR → latents given LR (§6). Returns ``Encoded(latents, nll, logdet)``.
 
         ``add_noise``: dequantise with ``hr + (u − 0.5)/quant`` (u uniform in [0, 1) per sub-pixel, or ``noise``
         if given — ``noise = 0.5`` leaves only the log-determinant term) and add ``−H·W·ln quant`` to logdet.
@@ -326,11 +383,15 @@ class SRFlowNet(nn.Module):
         self._check_sizes(lr, hr)
         batch = int(hr.shape[0])
         if lr.shape[0] not in (1, batch):
-            raise UserError(f"srflow: LR batch {lr.shape[0]} does not match HR batch {batch}")
+            raise ValueError(f"srflow: LR batch {lr.shape[0]} does not match HR batch {batch}")
+        if _fp16_autocast(lr):  # the flow in fp32 (see _fp16_autocast), the RRDB features in fp16
+            cond = self._fp32_cond(lr, cond, batch)
+            with torch.autocast(lr.device.type, enabled=False):
+                return self.encode(hr.float(), lr.float(), add_noise, noise, cond=cond)
         cond = self._cond_for(lr, cond, batch)
         pixels = int(hr.shape[-2]) * int(hr.shape[-1])
         logdet = torch.zeros(batch, device=hr.device, dtype=hr.dtype)
-        x = hr
+        x = hr - self._skip_image(lr, cond) if self.skip != "none" else hr
         if add_noise:
             u = torch.rand_like(hr) if noise is None else noise.to(hr)
             x = x + (u - 0.5) / self.quant
@@ -350,37 +411,16 @@ class SRFlowNet(nn.Module):
         latents.append(x)
         objective = logdet + sum_per_sample(gaussian_logp(x))
         nll = -objective / (math.log(2.0) * pixels)
-        return EncodeResult(latents, nll, logdet)
+        return Encoded(latents, nll, logdet)
 
-    @staticmethod
-    def _draw(
-        shape: tuple[int, ...], batch: int, temperature: float | Tensor, generator: torch.Generator | None,
-        ref: Tensor,
-    ) -> Tensor:
-        full = (batch, *shape)
-        if not isinstance(temperature, Tensor) and float(temperature) == 0.0:
-            return torch.zeros(full, device=ref.device, dtype=ref.dtype)  # official: no draw at T = 0
-        device = generator.device if generator is not None else ref.device
-        z = torch.randn(full, generator=generator, device=device, dtype=ref.dtype).to(ref.device)
-        t = temperature_at(temperature, (shape[-2], shape[-1]))
-        return z * (t.to(device=ref.device, dtype=ref.dtype) if isinstance(t, Tensor) else t)
-
-    @staticmethod
-    def _temperature_map(temperature: float | Tensor) -> float | Tensor:
-        if not isinstance(temperature, Tensor):
-            return float(temperature)
-        t = temperature
-        if t.dim() == 0:
-            return float(t)
-        if t.dim() == 2:
-            t = t[None, None]
-        elif t.dim() == 3:
-            t = t[:, None]
-        if t.dim() != 4 or t.shape[1] != 1:
-            raise UserError(
-                f"srflow: a temperature map must be (B|1, 1, H, W) or (H, W), got shape {tuple(temperature.shape)}"
-            )
-        return t
+    def sample_latents(self, lr: Tensor, temperature: float | Tensor, generator: torch.Generator | None) -> list[Tensor]:
+        """The latents :meth:`decode` uses when none are given, in encode order. The bare architecture knows only
+        ``temperature = 0`` (zeros: the mean image); ``restorekit_srflow.SRFlowNet`` draws N(0, T²) latents with
+        restorekit's sampler (top z first, then the splits deepest first, as the official sampler)."""
+        if isinstance(temperature, Tensor) or float(temperature) != 0.0:
+            raise ValueError("srflow: the bare SRFlowArch draws no random latents; pass latents, or use SRFlowNet")
+        batch = int(lr.shape[0])
+        return [torch.zeros((batch, *shape), device=lr.device, dtype=lr.dtype) for shape in self.latent_shapes(lr.shape)]
 
     def decode(
         self,
@@ -395,37 +435,33 @@ class SRFlowNet(nn.Module):
         """Latents → SR image given LR (§7). Returns the image, or ``(image, logdet)`` with ``return_logdet``.
 
         ``latents`` (the order of :meth:`encode`, top z last) are used exactly as given — never scaled by the
-        temperature; their batch may be a multiple-sample batch for an LR batch of 1. Without them every latent is
-        drawn from N(0, T²) with ``generator`` (top z first, then the splits' eps deepest first, as the official
-        sampler); ``T = 0`` gives zeros without drawing. ``temperature`` may be a map (B|1, 1, H, W) or (H, W) at
-        HR size or any size: it is area-resized to each latent level. ``cond`` reuses
+        temperature; their batch may be a multiple-sample batch for an LR batch of 1. Without them the latents come
+        from :meth:`sample_latents` (N(0, T²) drawn with ``generator``; ``T = 0`` gives zeros without drawing).
+        ``temperature`` may be a map (B|1, 1, H, W) or (H, W) at HR size or any size: it is area-resized to each
+        latent level. ``cond`` reuses
         :meth:`conditional_features` of this ``lr``. The logdet starts at 0 and subtracts every layer's term (it is
         minus the encode logdet for encoded latents). Not clamped.
         """
         self._check_sizes(lr)
+        if _fp16_autocast(lr):  # the flow in fp32 (see _fp16_autocast), the RRDB features in fp16
+            b = int(latents[-1].shape[0]) if latents is not None and len(latents) else int(lr.shape[0])
+            cond = self._fp32_cond(lr, cond, b)
+            with torch.autocast(lr.device.type, enabled=False):
+                return self.decode(lr.float(), latents, temperature, generator, cond=cond, return_logdet=return_logdet)
         shapes = self.latent_shapes(lr.shape)
-        temp = self._temperature_map(temperature)
-        eps_list: list[Tensor | None]
-        if latents is None:
-            batch = int(lr.shape[0])
-            if isinstance(temp, Tensor) and temp.shape[0] not in (1, batch):
-                raise UserError(f"srflow: temperature map batch {temp.shape[0]} does not fit LR batch {batch}")
-            z = self._draw(shapes[-1], batch, temp, generator, lr)
-            eps_list = [None] * (len(shapes) - 1)
-        else:
-            latents = list(latents)
-            if len(latents) != len(shapes):
-                raise UserError(f"srflow: decode needs {len(shapes)} latents (top z last), got {len(latents)}")
-            batch = int(latents[-1].shape[0])
-            for i, (lat, shape) in enumerate(zip(latents, shapes)):
-                if tuple(lat.shape[1:]) != shape or lat.shape[0] != batch:
-                    raise UserError(
-                        f"srflow: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
-                    )
-            if lr.shape[0] not in (1, batch):
-                raise UserError(f"srflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
-            z = latents[-1].to(lr)
-            eps_list = [e.to(lr) for e in latents[:-1]]
+        latents = list(latents) if latents is not None else self.sample_latents(lr, temperature, generator)
+        if len(latents) != len(shapes):
+            raise ValueError(f"srflow: decode needs {len(shapes)} latents (top z last), got {len(latents)}")
+        batch = int(latents[-1].shape[0])
+        for i, (lat, shape) in enumerate(zip(latents, shapes)):
+            if tuple(lat.shape[1:]) != shape or lat.shape[0] != batch:
+                raise ValueError(
+                    f"srflow: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
+                )
+        if lr.shape[0] not in (1, batch):
+            raise ValueError(f"srflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
+        z = latents[-1].to(lr)
+        eps_list = [e.to(lr) for e in latents[:-1]]
         cond = self._cond_for(lr, cond, batch)
         logdet = torch.zeros(batch, device=lr.device, dtype=lr.dtype)
         x = z
@@ -437,33 +473,17 @@ class SRFlowNet(nn.Module):
                 x, logdet = self._step(index, layer, x, logdet, True, cond, level)
             elif isinstance(layer, Split2d):
                 split -= 1
-                eps = eps_list[split]
-                if eps is None:
-                    eps = self._draw(shapes[split], batch, temp, generator, lr)
-                x, logdet, _ = layer(x, logdet, reverse=True, eps=eps)
+                x, logdet, _ = layer(x, logdet, reverse=True, eps=eps_list[split])
             else:
                 x, logdet = layer(x, logdet, reverse=True)
             assert logdet is not None
+        if self.skip != "none":
+            x = x + self._skip_image(lr, cond)
         return (x, logdet) if return_logdet else x
 
     def forward(
         self, lr: Tensor, temperature: float | Tensor = 0.0, generator: torch.Generator | None = None
     ) -> Tensor:
-        """SR for any LR size: pad by reflection at the bottom/right to a size the levels allow, decode at
-        ``temperature`` (default 0: the mean image), crop back to ``scale ×`` the original size. Not clamped.
-
-        A temperature map is taken at the original HR size (other sizes are resized to it) and padded likewise.
-        """
-        h, w = int(lr.shape[-2]), int(lr.shape[-1])
-        m, s = self.size_multiple, self.scale
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs a pad smaller than the side
-            lr = F.pad(lr, (0, pw, 0, ph), mode=mode)
-            temp = self._temperature_map(temperature)
-            if isinstance(temp, Tensor):
-                t = temperature_at(temp, (h * s, w * s))
-                assert isinstance(t, Tensor)
-                temperature = F.pad(t, (0, pw * s, 0, ph * s), mode="replicate")
-        sr = self.decode(lr, temperature=temperature, generator=generator)
-        return sr[..., : h * s, : w * s] if (ph or pw) else sr
+        """:meth:`decode` at ``temperature`` (LR sizes multiples of ``size_multiple``; ``SRFlowNet.forward`` pads
+        any size). Not clamped."""
+        return self.decode(lr, temperature=temperature, generator=generator)  # type: ignore[no-any-return]

@@ -20,8 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from restorekit.components import StateDict
-from restorekit.errors import UserError
+from restorekit import StateDict, UserError
 from restorekit_rrdb import params_from_state_dict as rrdb_params
 from restorekit_rrdb import to_official_names
 from torch import Tensor

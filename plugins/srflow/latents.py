@@ -17,7 +17,7 @@ them next to the network:
 
 from __future__ import annotations
 
-from restorekit.latents import (
+from restorekit import (
     Latents,
     Temperature,
     interpolate_latents,

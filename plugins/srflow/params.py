@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from restorekit.components import PresetParams
+from restorekit import PresetParams
 
-from .arch import SRFlowNet, geometry_error
+from .arch import geometry_error
+from .model import SRFlowNet
 
 PRESETS: dict[str, dict[str, Any]] = {
     "srflow-df2k-4x": {"scale": 4, "nf": 64, "nb": 23, "gc": 32, "K": 16, "L": 3, "stack_blocks": [1, 8, 15, 22]},
@@ -44,6 +45,12 @@ class SRFlowParams(PresetParams):
     split_logs_eps: float = Field(0.0, ge=0, description="Added to exp(logs) of the split prior.")
     split_correct_levels: bool = Field(
         False, description="Split at levels 1..L-1 instead of the official 1..L-2."
+    )
+    skip: Literal["none", "bicubic", "rrdb"] = Field(
+        "none",
+        description="The flow models HR minus an image of LR (an additive shift: zero log-determinant), added back "
+        "when decoding: 'bicubic' its bicubic upsampling, 'rrdb' the conditional RRDB's own SR image; either way the "
+        "RRDB gets a bicubic skip too. 'none' (the published models) models HR itself; the bundled model uses 'rrdb'.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute RRDB blocks and flow steps in backward.")
     preset: str | None = Field(None, description=f"Named params set filling unset fields: {', '.join(PRESETS)}.")

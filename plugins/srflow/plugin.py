@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from restorekit.components import GeneratorComponent
-from restorekit.hookspecs import hookimpl
+from restorekit import GeneratorComponent, hookimpl
 
 from .formats import convert_state_dict, detect, params_from_state_dict
 from .params import PRESETS, SRFlowParams, build_srflow

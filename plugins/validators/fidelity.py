@@ -1,4 +1,4 @@
-"""PSNR and SSIM between SR and HR images, as SR papers report them (scikit-image underneath).
+"""The PSNR and SSIM validators; the metrics themselves are :mod:`restorekit.metrics`' (re-exported here).
 
 Images are float arrays of shape (H, W, C) with values in [0, 1] (C = 3 for RGB, or 1). Options:
 
@@ -7,89 +7,24 @@ Images are float arrays of shape (H, W, C) with values in [0, 1] (C = 3 for RGB,
   a one-channel image is used as it is.
 * ``crop_border``: pixels removed from every side before measuring (SR papers crop ``scale`` pixels).
 
-The validators :class:`PSNR` and :class:`SSIM` run ``model(lq)`` for each :class:`~restorekit.components.Sample`,
+The validators :class:`PSNR` and :class:`SSIM` run ``model(lq)`` for each :class:`~restorekit.Sample`,
 clamp the SR image to [0, 1] and compare it with ``hq``; ``crop_border = None`` there means ``ctx.scale``.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
-from restorekit.components import Params, Sample, ValidationContext, ValidationResult
-from restorekit.errors import UserError
+from restorekit import Params, Sample, UserError, ValidationContext, ValidationResult, metrics, run_padded
 from torch import Tensor
 
-Channel = Literal["rgb", "y"]
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
-
-
-def rgb_to_y(img: np.ndarray) -> np.ndarray:
-    """Y of YCbCr (BT.601, MATLAB ``rgb2ycbcr``) of an (H, W, 3) RGB image in [0, 1]; returns (H, W) in
-    [16/255, 235/255]. An (H, W, 1) image is returned as (H, W) unchanged."""
-    if img.ndim != 3 or img.shape[2] not in (1, 3):
-        raise ValueError(f"expected an (H, W, 3) or (H, W, 1) image, got shape {img.shape}")
-    if img.shape[2] == 1:
-        return img[..., 0]
-    return 16.0 / 255.0 + img @ _Y_WEIGHTS
-
-
-def _prepare(sr: np.ndarray, hr: np.ndarray, channel: Channel, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
-    sr, hr = np.asarray(sr, dtype=np.float64), np.asarray(hr, dtype=np.float64)
-    if sr.shape != hr.shape:
-        raise ValueError(f"sr and hr shapes differ: {sr.shape} vs {hr.shape}")
-    if sr.ndim != 3:
-        raise ValueError(f"expected (H, W, C) images, got shape {sr.shape}")
-    if crop_border < 0:
-        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
-    if crop_border:
-        if 2 * crop_border >= min(sr.shape[:2]):
-            raise ValueError(f"crop_border {crop_border} leaves nothing of a {sr.shape[0]}x{sr.shape[1]} image")
-        sr = sr[crop_border:-crop_border, crop_border:-crop_border]
-        hr = hr[crop_border:-crop_border, crop_border:-crop_border]
-    if channel == "y":
-        return rgb_to_y(sr), rgb_to_y(hr)
-    if channel != "rgb":
-        raise ValueError(f"channel must be 'rgb' or 'y', got {channel!r}")
-    return sr, hr
-
-
-def psnr(sr: np.ndarray, hr: np.ndarray, *, channel: Channel = "rgb", crop_border: int = 0) -> float:
-    """Peak signal-to-noise ratio in dB, ``10 log10(1 / MSE)``, of two (H, W, C) images in [0, 1].
-
-    The MSE is taken over all kept pixels and channels (after ``crop_border`` and, for ``channel="y"``,
-    the conversion to Y). Identical images give ``inf``.
-    """
-    a, b = _prepare(sr, hr, channel, crop_border)
-    if np.array_equal(a, b):
-        return math.inf
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(b, a, data_range=1.0))
-
-
-def ssim(sr: np.ndarray, hr: np.ndarray, *, channel: Channel = "rgb", crop_border: int = 0) -> float:
-    """Structural similarity of two (H, W, C) images in [0, 1]; 1 for identical images, at most 1.
-
-    Computed as SR papers do (Wang et al. 2004): 11x11 Gaussian window with sigma 1.5, population
-    covariances, K1 = 0.01, K2 = 0.03, data range 1, the SSIM map averaged over the valid region and, for RGB,
-    over the channels. Images must be at least 11x11 after ``crop_border``.
-    """
-    from skimage.metrics import structural_similarity
-
-    a, b = _prepare(sr, hr, channel, crop_border)
-    if min(a.shape[:2]) < 11:
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {a.shape[0]}x{a.shape[1]}")
-    return float(
-        structural_similarity(
-            b, a, data_range=1.0, channel_axis=None if a.ndim == 2 else 2,
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        )
-    )
+Channel = metrics.Channel
+rgb_to_y = metrics.rgb_to_y
+psnr = metrics.psnr
+ssim = metrics.ssim
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -122,18 +57,9 @@ def _to_hwc(t: Tensor) -> np.ndarray:
 
 
 def super_resolve(model: Any, lq: Tensor, scale: int) -> Tensor:
-    """``model(lq)`` clamped to [0, 1]; an LR size that is not a multiple of ``model.size_multiple`` is padded
-    by reflection at the bottom/right and the result cropped back to ``scale`` times the LR size."""
-    multiple = int(getattr(model, "size_multiple", 1) or 1)
-    h, w = lq.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"  # reflection needs a pad smaller than the size
-        lq = F.pad(lq, (0, pw, 0, ph), mode=mode)
-    sr = model(lq)
-    if ph or pw:
-        sr = sr[..., : h * scale, : w * scale]
-    return sr.clamp(0.0, 1.0)
+    """``model(lq)`` clamped to [0, 1] for any LR size (:func:`restorekit.run_padded`: padded to a multiple of
+    ``model.size_multiple`` at the bottom/right, cropped back to ``scale`` times the LR size)."""
+    return run_padded(model, lq, scale=scale).clamp(0.0, 1.0)
 
 
 class _FidelityValidator:
@@ -157,13 +83,16 @@ class _FidelityValidator:
         try:
             with torch.no_grad():
                 for sample in samples:
-                    sr = super_resolve(model, sample.lq.to(ctx.device), scale)
+                    try:
+                        sr = super_resolve(model, sample.lq.to(ctx.device), scale)
+                    except ValueError as exc:  # the model's output is not scale x its input
+                        raise UserError(f"{self.metric}: sample {sample.name!r}: the model {exc}") from None
                     rows.append({"name": sample.name, self.key: self._measure(sample, sr, crop)})
         finally:
             if isinstance(model, torch.nn.Module):
                 model.train(was_training)
-        metrics = {self.key: float(np.mean([r[self.key] for r in rows]))} if rows else {}
-        return ValidationResult(metrics, rows)
+        means = {self.key: float(np.mean([r[self.key] for r in rows]))} if rows else {}
+        return ValidationResult(means, rows)
 
     def _measure(self, sample: Sample, sr: Tensor, crop: int) -> float:
         hq = sample.hq

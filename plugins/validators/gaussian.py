@@ -16,8 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from pydantic import Field
-from restorekit.components import Params, Sample, ValidationContext, ValidationResult
-from restorekit.errors import UserError
+from restorekit import Params, Sample, UserError, ValidationContext, ValidationResult
 from torch import Tensor
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from restorekit.components import ValidatorComponent
-from restorekit.hookspecs import hookimpl
+from restorekit import ValidatorComponent, hookimpl
 
 from .fidelity import PSNR, SSIM, PSNRParams, SSIMParams
 from .gaussian import GaussianDistanceParams, build_gaussian_distance

@@ -1,0 +1,354 @@
+"""Running the network in each ``infer.mode``: :class:`Runner` builds the model, checks the run against it, and
+maps a batch of prepared inputs to output images per slot, with tiling and the NaN ladder (a decode that is not
+finite is redone at the lower temperatures of ``infer.nan_ladder``)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..components import FlowModel
+from ..data.io import image_size, read_image
+from ..data.resize import downsample
+from ..errors import UserError
+from ..latents import (
+    interpolate_latents,
+    normalize_latents,
+    sample_latents,
+    scale_latents,
+    transfer_latents,
+    zeros_like_latents,
+)
+from ..plan import Plan, build_network
+from ..runtime import DistContext, unwrap
+from ..perf import choose_layout, in_layout, maybe_compile
+from ..tiling import (
+    Tile,
+    flow_alignment,
+    flow_decoder,
+    pad_to_multiple,
+    round_down,
+    tiled_flow_decode,
+    tiled_flow_encode,
+    tiled_forward,
+)
+from .inputs import InputReader, Prepared, collect_inputs
+from .slots import FLOW_MODES, HR_INPUT_MODES, REPORT_MODES, SUFFIX, Slot, check_options, check_outputs, make_slots, tname
+
+
+def batch_shapes(model: Any, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """The model's latent shapes for an LR batch of ``lr_shape``, with the batch size first."""
+    shapes = []
+    for s in model.latent_shapes(tuple(int(d) for d in lr_shape)):
+        t = tuple(int(d) for d in s)
+        shapes.append((int(lr_shape[0]),) + t[1:] if len(t) == 4 else (int(lr_shape[0]),) + t)
+    return shapes
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Inference autocast: bf16/fp16 on CUDA only (CPU runs in fp32)."""
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Outcome:
+    """One input's results: images per slot, one-line errors per slot, fallbacks."""
+
+    images: dict[Slot, Tensor] = field(default_factory=dict)
+    errors: dict[Slot, str] = field(default_factory=dict)
+    fallbacks: dict[Slot, tuple[float, str]] = field(default_factory=dict)
+
+
+class Runner:
+    """Everything one inference run needs; :func:`restorekit.infer.infer` is its public face."""
+
+    def __init__(self, plan: Plan, networks: Mapping[str, Any] | None) -> None:
+        spec = plan.spec.infer
+        if spec is None:
+            raise UserError(f"{plan.source}: run.mode = 'infer' needs an [infer] table")
+        self.plan, self.spec, self.source = plan, spec, plan.source
+        env = DistContext.read_env()
+        self.rank, self.world = env.rank, env.world
+        self.device = env.device_for(plan.device)
+        self.out_dir = spec.output_dir if spec.output_dir is not None else plan.spec.run.output_dir / "infer"
+        self.ext = SUFFIX[spec.format]
+        self.seed = plan.spec.run.seed
+        self.precision = plan.spec.run.precision
+        check_options(spec, self.source)
+        self.items = collect_inputs(spec.inputs, exclude=self.out_dir)
+        net_name = spec.network
+        self.net_plan = plan.networks[net_name]
+        self.component = self.net_plan.component.name
+        self.model = self._model(networks)
+        self.scale = int(getattr(self.model, "scale", 0) or 0)
+        if self.scale < 1:
+            raise UserError(f"{self.source}: networks.{net_name}: component {self.component!r} has no integer 'scale'")
+        self.size_multiple = max(1, int(getattr(self.model, "size_multiple", 1) or 1))
+        self.flow = isinstance(self.model, FlowModel)
+        tile = spec.tile
+        if tile is not None and round_down(tile.size, self.size_multiple) - tile.overlap < self.size_multiple:
+            raise UserError(
+                f"{self.source}: infer.tile: size ({tile.size}) must exceed overlap ({tile.overlap}) by at least "
+                f"the size multiple of {self.component!r} ({self.size_multiple})"
+            )
+        if spec.mode in FLOW_MODES and not self.flow:
+            raise UserError(
+                f"{self.source}: infer.mode = {spec.mode!r} needs a flow network (encode/decode), but "
+                f"networks.{net_name} is component {self.component!r}, which is not one"
+            )
+        self.hr_input = spec.mode in HR_INPUT_MODES or spec.input_is_hr
+        self.max_pixels = plan.spec.run.max_pixels
+        self.reader = InputReader(self.scale, self.hr_input, self.scale * (self.size_multiple if self.flow else 1),
+                                  spec.downsampler, self.component, self.max_pixels)
+        self.reports_on = spec.input_is_hr and spec.mode in REPORT_MODES
+        self.ladder = [float(t) for t in spec.nan_ladder]
+        if not self.ladder or self.ladder[-1] != 0.0:
+            self.ladder.append(0.0)
+        uses_reference = spec.mode in ("latent_transfer", "interpolate")
+        if spec.mode == "latent_transfer" and spec.reference is None:
+            raise UserError(f"{self.source}: infer.reference: latent_transfer needs a reference image")
+        for name, used in (("reference", uses_reference), ("temperature_map", self.flow)):
+            p = getattr(spec, name)
+            if used and p is not None and not Path(p).is_file():
+                raise UserError(f"{self.source}: infer.{name}: {p}: file not found")
+        self.tmap = None
+        if spec.temperature_map is not None and self.flow:
+            self.tmap = read_image(spec.temperature_map, max_pixels=self.max_pixels).rgb.mean(0, keepdim=True)[None]
+        self.slots = make_slots(spec, flow=self.flow, seed=self.seed, reference=spec.reference)
+        check_outputs(self.items, self.slots, self.out_dir, self.ext, (spec.reference, spec.temperature_map),
+                      self.source)
+        self.ref_latents: list[Tensor] | None = None
+        self.ref_hw: tuple[int, int] | None = None
+        if spec.reference is not None and uses_reference:
+            self._encode_reference(spec.reference)
+        self.decode = flow_decoder(self.model) if self.flow else None
+
+    def prepare(self, item: Any, todo: list[tuple[Slot, Path]]) -> Prepared:
+        return self.reader.prepare(item, todo)
+
+    def _model(self, networks: Mapping[str, Any] | None) -> Any:
+        name = self.spec.network
+        if networks is not None and name in networks:
+            model = unwrap(networks[name])
+        else:
+            model = build_network(self.net_plan, self.device)
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+        return model
+
+    def _encode_reference(self, ref: Path) -> None:
+        img = read_image(ref, max_pixels=self.max_pixels)
+        hr = self.reader.crop_hr(img.rgb, ref)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            hr_b = hr[None].to(self.device)
+            lr_b = downsample(hr_b, self.scale, self.spec.downsampler)
+            self.ref_latents = self._encode(hr_b, lr_b)
+        self.ref_hw = (int(hr.shape[-2]), int(hr.shape[-1]))
+        self._precheck_reference_sizes()
+
+    def _precheck_reference_sizes(self) -> None:
+        """latent_transfer/interpolate: every target must fit in the reference (read sizes, not pixels)."""
+        assert self.ref_latents is not None and self.spec.reference is not None and self.ref_hw is not None
+        for item in self.items:
+            try:
+                h, w = image_size(item.path)
+            except UserError:  # unreadable targets are reported when they are processed
+                continue
+            if self.hr_input:
+                m = self.reader.hr_multiple
+                h, w = round_down(h, m) // self.scale, round_down(w, m) // self.scale
+            if h < 1 or w < 1:
+                continue
+            lr_shape = self._padded_lr_shape(h, w)
+            for ref, tgt in zip(self.ref_latents, batch_shapes(self.model, lr_shape)):
+                if ref.shape[-2] < tgt[-2] or ref.shape[-1] < tgt[-1]:
+                    raise UserError(
+                        f"{self.source}: infer.reference: {self.spec.reference} (HR {self.ref_hw[0]}x{self.ref_hw[1]}) "
+                        f"is smaller than the target {item.path} (HR {lr_shape[2] * self.scale}x{lr_shape[3] * self.scale}); "
+                        "use a reference at least as large as every target"
+                    )
+
+    def _padded_lr_shape(self, h: int, w: int) -> tuple[int, int, int, int]:
+        align = self._align(h, w)
+        return (1, 3, -(-h // align) * align, -(-w // align) * align)
+
+    def _align(self, h: int, w: int) -> int:
+        """The LR padding multiple: size_multiple, and for flows what makes latent crops exact (tiling)."""
+        m = self.size_multiple
+        if not self.flow or self.spec.tile is None:
+            return m
+        hp, wp = -(-h // m) * m, -(-w // m) * m
+        try:
+            return flow_alignment(self.scale, m, (hp, wp), batch_shapes(self.model, (1, 3, hp, wp)))
+        except ValueError:
+            return m
+
+    # -- computing ---------------------------------------------------------------------------------------
+    def run_batch(self, batch: Sequence[Prepared]) -> list[Outcome]:
+        lr = torch.stack([p.lr for p in batch]).to(self.device)
+        hr = torch.stack([p.hr for p in batch]).to(self.device) if batch[0].hr is not None else None
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            self._fast_paths(lr)
+            lr = in_layout(self.model, lr) if isinstance(self.model, nn.Module) else lr
+            if not self.flow:
+                return self._run_plain(lr)
+            return self._run_flow(lr, hr)
+
+    def _fast_paths(self, lr: Tensor) -> None:
+        """Once, on the first batch: the faster memory layout (restorekit.perf.choose_layout) and, with
+        ``run.compile``, torch.compile where it measurably helps."""
+        if getattr(self, "_fast_done", False) or not isinstance(self.model, nn.Module):
+            return
+        self._fast_done = True
+        try:
+            choose_layout(self.model, lr)
+        except (RuntimeError, ValueError, UserError):  # a network that cannot run the probe crop keeps NCHW
+            pass
+        if self.plan.spec.run.compile:
+            maybe_compile(self.model, lr)
+
+    def _encode(self, hr: Tensor, lr: Tensor) -> list[Tensor]:
+        """The latents of ``hr`` given ``lr``. With ``infer.tile`` the image is encoded tile by tile (peak memory
+        follows the tile; :func:`restorekit.tiling.tiled_flow_encode`), on the padding the tiled decode uses."""
+        tile = self.spec.tile
+        if tile is None:
+            return [z.float() for z in self.model.encode(hr, lr).latents]
+        h, w = int(lr.shape[-2]), int(lr.shape[-1])
+        align = self._align(h, w)
+        lr_pad, _ = pad_to_multiple(lr, align)
+        hr_pad, _ = pad_to_multiple(hr, align * self.scale)
+        if tuple(hr_pad.shape[-2:]) != (lr_pad.shape[-2] * self.scale, lr_pad.shape[-1] * self.scale):
+            return [z.float() for z in self.model.encode(hr, lr).latents]
+        zs = tiled_flow_encode(self.model, hr_pad, lr_pad, tile=tile.size, overlap=tile.overlap)
+        return [z.float() for z in zs]
+
+    def _run_plain(self, lr: Tensor) -> list[Outcome]:
+        h, w = lr.shape[-2:]
+        s = self.scale
+        if self.spec.tile is not None:
+            res = tiled_forward(self.model, lr, tile=self.spec.tile.size, overlap=self.spec.tile.overlap,
+                                scale=s, size_multiple=self.size_multiple)
+            out, bad = res.outputs[0], res.nonfinite[0].tolist()
+        else:
+            padded, _ = pad_to_multiple(lr, self.size_multiple)
+            full = self.model(padded)
+            if full.dim() != 4 or tuple(full.shape[-2:]) != (padded.shape[-2] * s, padded.shape[-1] * s):
+                raise RuntimeError(
+                    f"{self.component!r} returned shape {tuple(full.shape)} for input {tuple(padded.shape)} "
+                    f"(scale {s})"
+                )
+            out = full[:, :, : h * s, : w * s].float()
+            bad = (~torch.isfinite(out).flatten(1).all(1)).tolist()
+        slot = self.slots[0]
+        outcomes = []
+        for b in range(lr.shape[0]):
+            o = Outcome()
+            if bad[b]:
+                o.errors[slot] = "the network output is not finite"
+            else:
+                o.images[slot] = out[b].clamp(0, 1)
+            outcomes.append(o)
+        return outcomes
+
+    def _noise(self, shapes: Sequence[tuple[int, ...]], seed: int, batch: int) -> list[Tensor]:
+        """Standard-normal latents, the same for every image of a batch size 1 shape and seed (CPU draws,
+        so results do not depend on the device)."""
+        one = [(1,) + tuple(s[1:]) for s in shapes]
+        per_item = []
+        for _ in range(batch):
+            gen = torch.Generator().manual_seed(seed)
+            per_item.append(sample_latents(one, 1.0, gen))
+        return [torch.cat([z[k] for z in per_item]).to(self.device) for k in range(len(shapes))]
+
+    def _tmap_for(self, hr_hw: tuple[int, int], padded_hw: tuple[int, int]) -> Tensor | None:
+        if self.tmap is None:
+            return None
+        m = F.interpolate(self.tmap.to(self.device), size=hr_hw, mode="bilinear", align_corners=False)
+        ph, pw = padded_hw[0] - hr_hw[0], padded_hw[1] - hr_hw[1]
+        return F.pad(m, (0, pw, 0, ph), mode="replicate") if ph or pw else m
+
+    def _jobs(self, lr: Tensor, hr: Tensor | None, shapes: list[tuple[int, ...]]) -> list[tuple[Slot, list[Tensor], float, bool]]:
+        """Every image slot of the mode: (slot, base latents, factor, whether the temperature map applies)."""
+        mode, batch = self.spec.mode, lr.shape[0]
+        jobs: list[tuple[Slot, list[Tensor], float, bool]] = []
+        image_slots = [sl for sl in self.slots if sl.kind == "image"]
+        if mode in ("sr", "sample", "feed_through"):
+            noise: dict[int, list[Tensor]] = {}
+            for sl in image_slots:
+                assert sl.seed is not None and sl.temperature is not None
+                if sl.seed not in noise:
+                    noise[sl.seed] = self._noise(shapes, sl.seed, batch)
+                jobs.append((sl, noise[sl.seed], sl.temperature, True))
+        elif mode == "restore":
+            assert hr is not None
+            base = normalize_latents(self._encode(hr, lr))
+            for sl in image_slots:
+                assert sl.temperature is not None
+                jobs.append((sl, base, sl.temperature, True))
+        elif mode == "latent_transfer":
+            assert self.ref_latents is not None
+            jobs.append((image_slots[0], transfer_latents(self.ref_latents, shapes), 1.0, False))
+        else:  # interpolate
+            assert hr is not None
+            target = self._encode(hr, lr)
+            start = (transfer_latents(self.ref_latents, shapes) if self.ref_latents is not None
+                     else zeros_like_latents(target))
+            frames = interpolate_latents(start, target, self.spec.frames, self.spec.interpolation)
+            for sl in image_slots:
+                assert sl.frame is not None
+                jobs.append((sl, frames[sl.frame], 1.0, False))
+        return jobs
+
+    def _run_flow(self, lr: Tensor, hr: Tensor | None) -> list[Outcome]:
+        batch, _, h, w = lr.shape
+        s = self.scale
+        lr_pad, _ = pad_to_multiple(lr, self._align(h, w))
+        shapes = batch_shapes(self.model, lr_pad.shape)
+        tmap = self._tmap_for((h * s, w * s), (lr_pad.shape[-2] * s, lr_pad.shape[-1] * s))
+        jobs = self._jobs(lr, hr, shapes)
+
+        def effective(base: Sequence[Tensor], t: float, use_map: bool, tm: Tensor | None) -> list[Tensor]:
+            return scale_latents(base, t * tm if (use_map and tm is not None) else t)
+
+        outs, nonfinite, bad_tiles = self._decode(lr_pad, [effective(base, t, use_map, tmap) for _, base, t, use_map in jobs])
+        outcomes = [Outcome() for _ in range(batch)]
+        for j, (sl, base, t, use_map) in enumerate(jobs):
+            for b in range(batch):
+                if not nonfinite[j][b]:
+                    outcomes[b].images[sl] = outs[j][b, :, : h * s, : w * s].clamp(0, 1)
+                    continue
+                where = f" in {bad_tiles[(j, b)].describe()}" if (j, b) in bad_tiles else ""
+                reason = f"non-finite decode{where}"
+                for lt in [x for x in self.ladder if x < t]:  # the NaN ladder, one image at a time
+                    zb = [z[b : b + 1] for z in base]
+                    tm = tmap[b : b + 1] if tmap is not None and tmap.shape[0] > 1 else tmap
+                    o2, nf2, _ = self._decode(lr_pad[b : b + 1], [effective(zb, lt, use_map, tm)])
+                    if not nf2[0][0]:
+                        outcomes[b].images[sl] = o2[0][0, :, : h * s, : w * s].clamp(0, 1)
+                        outcomes[b].fallbacks[sl] = (lt, reason)
+                        break
+                else:
+                    tried = ", ".join(tname(x) for x in [t] + [x for x in self.ladder if x < t])
+                    outcomes[b].errors[sl] = f"{reason}; still not finite at temperatures {tried}"
+        return outcomes
+
+    def _decode(self, lr: Tensor, sets: Sequence[Sequence[Tensor]]) -> tuple[list[Tensor], list[list[bool]], dict[tuple[int, int], Tile]]:
+        assert self.decode is not None
+        if self.spec.tile is not None:
+            res = tiled_flow_decode(self.model, lr, sets, tile=self.spec.tile.size, overlap=self.spec.tile.overlap,
+                                    decode=self.decode)
+            return res.outputs, res.nonfinite.tolist(), res.bad_tiles
+        outs = [o.float() for o in self.decode(lr, sets)]
+        flags = [(~torch.isfinite(o).flatten(1).all(1)).tolist() for o in outs]
+        return outs, flags, {}
+
+
+__all__ = ["Outcome", "Runner", "autocast", "batch_shapes"]

@@ -1,0 +1,258 @@
+"""One-command super-resolution: ``restore-run --model NAME_OR_FILE --input PATH ... --output DIR``.
+
+No TOML: the command line is turned into the same :class:`~restorekit.PipelineSpec` a pipeline file gives (an
+``infer`` run of one network) and run through the normal plan/run path. ``--print-spec`` writes that spec as a
+pipeline TOML instead, so any quick run becomes an editable, reproducible file.
+
+Modes: a plain network, or a flow at temperature 0 with one sample, runs ``infer.mode = "sr"`` (``<stem>.png``);
+a flow with other ``--temperature`` values or ``--samples`` runs ``"sample"`` (``<stem>_t<T>_s<i>_seed<N>.png``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import UserError
+
+DEFAULT_MODEL = "bundled-srflow-x4"
+DEFAULT_OUTPUT = Path("results")
+SOURCE = "command line"
+
+
+@dataclass(frozen=True)
+class QuickOptions:
+    """The one-command flags (``None``: not given)."""
+
+    inputs: Sequence[str]
+    model: str | None = None
+    output: Path | None = None
+    temperatures: Sequence[float] | None = None
+    samples: int | None = None
+    seed: int | None = None
+    tile: int | None = None
+    device: str | None = None
+    overwrite: bool = False
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks of the flags
+
+
+def _check_inputs(inputs: Sequence[str]) -> list[str]:
+    out = []
+    for text in inputs:
+        if any(c in text for c in "*?["):
+            if not glob.glob(text, recursive=True):
+                raise UserError(f"--input: {text}: no file matches")
+            out.append(str(Path(text).absolute()))
+            continue
+        p = Path(text)
+        if not p.exists():
+            raise UserError(f"--input: {text}: file not found")
+        out.append(str(p.resolve()))
+    return out
+
+
+def _check_numbers(opts: QuickOptions) -> None:
+    temps = list(opts.temperatures or [])
+    if opts.temperatures is not None:
+        bad = [t for t in temps if not math.isfinite(t) or t < 0]
+        if bad:
+            raise UserError(f"--temperature: must be finite and >= 0 (got {bad[0]:g})")
+        if len(set(temps)) != len(temps):
+            raise UserError(f"--temperature: duplicate values in {' '.join(f'{t:g}' for t in temps)}")
+    if opts.samples is not None and opts.samples < 1:
+        raise UserError(f"--samples: must be at least 1 (got {opts.samples})")
+    if opts.tile is not None and opts.tile < 16:
+        raise UserError(f"--tile: must be at least 16 LR pixels (got {opts.tile}; tiles overlap by 8)")
+    if opts.seed is not None and opts.seed < 0:
+        raise UserError(f"--seed: must be >= 0 (got {opts.seed})")
+    dev = opts.device
+    if dev is not None and not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise UserError(f"--device: must be auto, cpu, cuda or cuda:N (got {dev!r})")
+
+
+def _network_table(model: str, registry: Any) -> dict[str, Any]:
+    """``[networks.generator]`` for a catalogue name or a weights file (component read or detected)."""
+    from .catalogue import load_catalogue, lookup, looks_like_name
+
+    path = Path(model)
+    if path.is_file():
+        from .checkpoint import read_state_dict, restorekit_metadata
+        from .plan import detect_generator
+
+        component, _ = restorekit_metadata(path)
+        if component is None:
+            component = detect_generator(registry, read_state_dict(path), str(path)).component.name
+        return {"component": component, "checkpoint": str(path.resolve())}
+    if path.exists():
+        raise UserError(f"--model: {model}: not a file")
+    if not looks_like_name(model):
+        raise UserError(f"--model: {model}: file not found")
+    entry = lookup(model, load_catalogue(registry=registry), where="--model")
+    return {"model": entry.name}
+
+
+def _is_flow(plan: Any) -> bool:
+    """Whether the network offers encode/decode/latent_shapes: read off the class ``build`` is annotated to return
+    (no weights made), else from a module built on the meta device."""
+    import typing
+
+    import torch
+
+    net = plan.networks["generator"]
+    try:
+        target: Any = typing.get_type_hints(net.component.build).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable annotations: build one
+        target = None
+    if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
+        with torch.device("meta"):
+            target = net.component.build(net.params)
+    return all(callable(getattr(target, m, None)) for m in ("encode", "decode", "latent_shapes"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the spec
+
+
+def build_spec_data(opts: QuickOptions, registry: Any) -> tuple[dict[str, Any], Any]:
+    """The pipeline of a one-command run, as TOML-ready data, and its plan (validated, nothing loaded yet)."""
+    from .plan import make_plan
+    from .spec import spec_from_dict
+
+    _check_numbers(opts)
+    inputs = _check_inputs(opts.inputs)
+    out = (opts.output or DEFAULT_OUTPUT).absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output: {out}: exists and is not a folder")
+    network = _network_table(opts.model or DEFAULT_MODEL, registry)
+    temps = [float(t) for t in opts.temperatures] if opts.temperatures is not None else [0.0]
+    samples = opts.samples if opts.samples is not None else 1
+
+    def data_for(mode: str, flow: bool) -> dict[str, Any]:
+        infer: dict[str, Any] = {"mode": mode, "inputs": inputs, "output_dir": str(out)}
+        if flow:
+            infer["temperatures"] = temps
+        if mode == "sample":
+            infer["samples"] = samples
+        if opts.overwrite:
+            infer["overwrite"] = True
+        if opts.tile is not None:
+            infer["tile"] = {"size": opts.tile, "overlap": 8}
+        return {
+            "run": {"mode": "infer", "seed": opts.seed or 0, "device": opts.device or "auto", "output_dir": str(out)},
+            "networks": {"generator": network},
+            "infer": infer,
+        }
+
+    data = data_for("sr", False)
+    plan = make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
+    flow = _is_flow(plan)
+    if not flow:
+        given = [f for f, v in (("--temperature", opts.temperatures), ("--samples", opts.samples)) if v is not None]
+        if given:
+            what = network.get("model") or network.get("checkpoint")
+            raise UserError(f"{given[0]}: {what} is a {plan.networks['generator'].component.name!r} network, not a flow "
+                            "(temperatures and samples are for flows such as SRFlow)")
+        return data, plan
+    mode = "sr" if temps == [0.0] and samples == 1 else "sample"
+    data = data_for(mode, True)
+    return data, make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
+
+
+# ----------------------------------------------------------------------------------------------------
+# TOML
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key(k: str) -> str:
+    return k if _BARE.match(k) else json.dumps(k, ensure_ascii=False)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"TOML cannot hold {v}")
+        text = repr(v)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(v, (str, Path)):
+        return json.dumps(str(v), ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_key(str(k))} = {_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_toml(data: Mapping[str, Any], header: Sequence[str] = ()) -> str:
+    """Nested tables of scalars and lists as TOML text (enough for pipeline specs)."""
+    lines = [f"# {h}" for h in header]
+
+    def table(name: str, body: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        subs = {k: v for k, v in body.items() if isinstance(v, Mapping)}
+        if scalars or not subs:
+            if lines:
+                lines.append("")
+            lines.append(f"[{name}]")
+            lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
+        for k, v in subs.items():
+            table(f"{name}.{_key(k)}", v)
+
+    for k, v in data.items():
+        if not isinstance(v, Mapping):
+            raise TypeError("top-level values must be tables")
+        table(_key(k), v)
+    return "\n".join(lines) + "\n"
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    import shlex
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return "restore-run " + " ".join(shlex.quote(a) for a in args if a != "--print-spec")
+
+
+# ----------------------------------------------------------------------------------------------------
+# entry points
+
+
+def run_quick(opts: QuickOptions, registry: Any, *, print_spec: bool = False, argv: Sequence[str] | None = None) -> int:
+    """Build the spec of a one-command run; print it as TOML (``print_spec``) or run it. Returns the exit status."""
+    data, plan = build_spec_data(opts, registry)
+    if print_spec:
+        header = [
+            "restorekit pipeline written by:",
+            f"  {command_line(argv)} --print-spec",
+            "Run it with: restore-run <this file>",
+        ]
+        sys.stdout.write(to_toml(data, header))
+        return 0
+    from .runner import execute
+
+    return execute(plan)
+
+
+def list_models(registry: Any, *, as_json: bool = False) -> int:
+    """``restore-run --list-models``: every catalogue entry with scale, size, cache state and licence."""
+    from .catalogue import cache_dir, format_listing, listing, load_catalogue
+
+    rows = listing(load_catalogue(registry=registry))
+    if as_json:
+        print(json.dumps({"cache": str(cache_dir()), "models": rows}, indent=2))
+    else:
+        print(format_listing(rows))
+    return 0

@@ -1,0 +1,85 @@
+"""What a training run carries from step to step and across a resume: counters and best metric
+(:class:`TrainingState`), the random generators' states, and the EMA of the weights."""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _no_best() -> dict[str, Any]:
+    return {"value": None, "step": None}
+
+
+@dataclass
+class TrainingState:
+    """The trainer's own counters: ``step`` (iterations done), ``nonfinite`` (skipped updates in a row),
+    ``best`` (``{"value", "step"}`` of ``train.best_metric``), ``last_val`` (the last validation metrics, with
+    ``_step``), ``synced`` (ranks share rank 0's weights). Saved in ``state.pt`` next to the optimizer, scaler,
+    freeze, data and RNG states."""
+
+    step: int = 0
+    nonfinite: int = 0
+    best: dict[str, Any] = field(default_factory=_no_best)
+    last_val: dict[str, float] = field(default_factory=dict)
+    synced: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "nonfinite": self.nonfinite, "best": dict(self.best),
+                "last_val": dict(self.last_val), "synced": self.synced}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.nonfinite = int(state["nonfinite"])
+        self.best = dict(state["best"])
+        self.last_val = dict(state["last_val"])
+        self.synced = bool(state.get("synced", False))
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python RNG states, in a form ``torch.load(weights_only=True)`` reads."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), *map(float, np_state[2:])],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+class EMA:
+    """Exponential moving average of a network's parameters (buffers copied). Created from the network at
+    its first update, so data-dependent initialisations (ActNorm) are not averaged with their start values."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(net)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), net.parameters()):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.module.buffers(), net.buffers()):
+            e.copy_(b)
+
+
+__all__ = ["EMA", "TrainingState", "rng_state", "set_rng_state"]

@@ -1,0 +1,117 @@
+"""Validation during training: the validation samples, running the plan's validators, the best metric and the
+LR | SR | HR image grid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..components import FlowModel, Sample, ValidationContext
+from ..data.datasets import load_val_samples
+from ..errors import UserError
+from ..plan import Plan
+from .setup import geometry
+from .state import TrainingState
+
+
+class Validation:
+    """The validation set (read once per scale and size multiple, kept on the device) and the validators."""
+
+    def __init__(self, plan: Plan, validators: Sequence[tuple[Any, Any]], networks: Mapping[str, nn.Module],
+                 device: torch.device, seed: int, out: Path) -> None:
+        self.plan, self.validators, self.networks = plan, list(validators), networks
+        self.device, self.seed, self.out = device, seed, out
+        self.cache: dict[tuple[int, int], list[Sample]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.validators) and self.plan.spec.data.val is not None
+
+    def scale(self, network: str) -> tuple[int, int]:
+        val = self.plan.spec.data.val
+        assert val is not None
+        return geometry(self.networks, network, val.scale, "data.val", self.plan.source)
+
+    def samples_for(self, network: str) -> list[Sample]:
+        val = self.plan.spec.data.val
+        assert val is not None
+        scale, multiple = self.scale(network)
+        key = (scale, multiple)
+        if key not in self.cache:
+            self.cache[key] = [
+                Sample(s.name, s.lq.to(self.device), s.hq.to(self.device))
+                for s in load_val_samples(val, scale=scale, size_multiple=multiple, seed=self.seed)
+            ]
+        return self.cache[key]
+
+    def run(self, eval_model: Callable[[str], nn.Module], step: int) -> dict[str, float]:
+        """Every validator on its network's evaluation weights; metrics named ``<validator>.<metric>``."""
+        metrics: dict[str, float] = {}
+        for vplan, validator in self.validators:
+            net_name = vplan.spec.network
+            model = eval_model(net_name)
+            ctx = ValidationContext(
+                device=self.device, scale=self.scale(net_name)[0], step=step, output_dir=self.out / "val" / vplan.name
+            )
+            was = model.training
+            try:
+                with torch.no_grad():
+                    result = validator(model, self.samples_for(net_name), ctx)
+            finally:
+                model.train(was)
+            for k, v in result.metrics.items():
+                metrics[f"{vplan.name}.{k}"] = float(v)
+        return metrics
+
+
+def update_best(state: TrainingState, metrics: Mapping[str, float], name: str | None, mode: str, source: str) -> bool:
+    """Record ``metrics[name]`` in ``state.best`` when it beats it (``mode`` min or max); True on a new best."""
+    if name is None:
+        return False
+    if name not in metrics:
+        raise UserError(
+            f"{source}: train.best_metric: {name!r} is not a validation metric "
+            f"(available: {', '.join(sorted(k for k in metrics if not k.startswith('_')))})"
+        )
+    value = float(metrics[name])
+    if not math.isfinite(value):
+        return False
+    best = state.best["value"]
+    if best is None or (value < best if mode == "min" else value > best):
+        state.best = {"value": value, "step": state.step}
+        return True
+    return False
+
+
+@torch.no_grad()
+def image_grid(model: nn.Module, lq: Tensor, hq: Tensor, temperatures: Sequence[float], seed: int) -> Tensor:
+    """(3, H, W) grid: LR (bicubic to HR size) | SR (per temperature for flows, drawn with ``seed``) | HR."""
+    was = model.training
+    model.eval()
+    try:
+        tiles = [F.interpolate(lq, size=hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)]
+        if isinstance(model, FlowModel):
+            for t in temperatures:
+                g = torch.Generator(device=lq.device).manual_seed(seed)
+                tiles.append(model.decode(lq, temperature=t, generator=g).clamp(0, 1))
+        else:
+            tiles.append(model(lq).clamp(0, 1))
+        tiles.append(hq)
+    finally:
+        model.train(was)
+    sep = torch.ones(1, 3, hq.shape[-2], 2, device=hq.device)
+    parts: list[Tensor] = []
+    for t in tiles:
+        if t.shape[-2:] != hq.shape[-2:]:
+            t = F.interpolate(t.float(), size=hq.shape[-2:], mode="nearest")
+        parts += [t.float(), sep]
+    grid = torch.cat(parts[:-1], dim=-1)[0].cpu()
+    return torch.nan_to_num(grid, nan=0.0)
+
+
+__all__ = ["Validation", "image_grid", "update_best"]

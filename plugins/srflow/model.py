@@ -1,0 +1,64 @@
+"""SRFlowNet: the SRFlow architecture as restorekit serves it.
+
+:class:`SRFlowNet` is :class:`~restorekit_srflow.arch.SRFlowArch` (same parameters, same state dict) with what
+the bare architecture leaves to restorekit: random latents from :func:`restorekit.sample_latents` (the sampler
+``restore-run`` uses too, so one seed gives one sample everywhere), any LR size in ``model(lr)`` through
+:func:`restorekit.run_padded`, ``encode`` results as :class:`restorekit.EncodeResult`, and the architecture's
+ValueErrors about wrong inputs as one-line :class:`restorekit.UserError`\\ s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from restorekit import EncodeResult, UserError, as_temperature, run_padded, sample_latents, temperature_at
+from torch import Tensor
+
+from .arch import LevelCond, SRFlowArch
+
+
+class SRFlowNet(SRFlowArch):
+    """SRFlow for restorekit (see the module docstring); built by :func:`restorekit_srflow.build_srflow`."""
+
+    def sample_latents(self, lr: Tensor, temperature: float | Tensor, generator: torch.Generator | None) -> list[Tensor]:
+        """N(0, T²) latents for ``lr`` drawn with ``generator`` by :func:`restorekit.sample_latents`."""
+        return sample_latents(self.latent_shapes(lr.shape), temperature, generator, batch=int(lr.shape[0]),
+                              device=lr.device, dtype=lr.dtype)
+
+    def encode(self, hr: Tensor, lr: Tensor, add_noise: bool = False, noise: Tensor | None = None, *,
+               cond: LevelCond | None = None) -> EncodeResult:
+        try:
+            return EncodeResult(*super().encode(hr, lr, add_noise, noise, cond=cond))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    def decode(self, lr: Tensor, latents: Sequence[Tensor] | None = None, temperature: float | Tensor = 0.0,
+               generator: torch.Generator | None = None, *, cond: LevelCond | None = None,
+               return_logdet: bool = False) -> Any:
+        try:
+            return super().decode(lr, latents, temperature, generator, cond=cond, return_logdet=return_logdet)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    def forward(self, lr: Tensor, temperature: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        """SR for any LR size: pad at the bottom/right to a size the levels allow, decode at ``temperature``
+        (default 0: the mean image), crop back to ``scale ×`` the original size. Not clamped.
+
+        A temperature map is taken at the original HR size (other sizes are resized to it) and padded likewise.
+        """
+        h, w, s = int(lr.shape[-2]), int(lr.shape[-1]), self.scale
+        temp = as_temperature(temperature)
+
+        def run(x: Tensor) -> Tensor:
+            t = temp
+            ph, pw = int(x.shape[-2]) - h, int(x.shape[-1]) - w
+            if isinstance(t, Tensor) and (ph or pw):
+                t = F.pad(temperature_at(t, (h * s, w * s)), (0, pw * s, 0, ph * s), mode="replicate")
+            return self.decode(x, temperature=t, generator=generator)  # type: ignore[no-any-return]
+
+        return run_padded(run, lr, multiple=self.size_multiple, scale=s)
+
+
+__all__ = ["SRFlowNet"]

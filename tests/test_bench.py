@@ -1,0 +1,113 @@
+"""``restore-run --benchmark`` at CI smoke size: the table, the JSON file, --compare, peak memory."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from restorekit import bench, perf
+from restorekit.cli import main
+from restorekit_rrdb import RRDBNet
+from restorekit_srflow import SRFlowNet
+from torch import nn
+
+TINY_RRDB = "rrdb:{nb = 1, nf = 8, gc = 4}"
+
+
+def tiny_srflow() -> SRFlowNet:
+    torch.manual_seed(0)
+    net = SRFlowNet(scale=4, nf=8, nb=2, gc=4, K=2, L=3, stack_blocks=[0, 1], hidden_channels=8).eval()
+    for p in net.flowUpsamplerNet.parameters():  # non-zero couplings (a fresh flow starts as the identity)
+        p.data.add_(0.02 * torch.randn_like(p))
+    return net
+
+
+def test_benchmark_command_table_json_and_compare(registry, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--benchmark", "--model", TINY_RRDB, "--sizes", "8", "--batches", "2", "--repeats", "1",
+            "--warmup", "0", "--device", "cpu", "--memory-mode", "sampled"]
+    assert main(args + ["--json", str(out)], registry=registry) == 0
+    text = capsys.readouterr().out
+    assert "| model | path |" in text and "MP/s" in text and "x plain" in text
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [(r["path"], r["batch"], r["lr"], r["scale"]) for r in rows] == [("forward", 2, 8, 4), ("bicubic", 2, 8, 4)]
+    fwd = rows[0]
+    assert fwd["ms"] > 0 and fwd["megapixels_per_s"] == pytest.approx(2 * 32 * 32 / fwd["ms"] / 1e3)
+    assert fwd["ms_per_image"] == pytest.approx(fwd["ms"] / 2)
+    assert fwd["max_abs_diff"] <= 1e-5 and fwd["speedup_vs_plain"] > 0 and fwd["vs_bicubic"] > 0
+    assert fwd["memory_kind"] == "rss-sampled" and fwd["peak_mb"] >= 0
+    assert data["machine"]["threads"] >= 1
+
+    same = bench.compare(bench.read_json(out), bench.read_json(out))
+    assert [c.verdict for c in same] == ["same"]
+    # an old run 10x faster than this one: this one is a regression, marked, and the command exits 1
+    old = json.loads(out.read_text())
+    for r in old["rows"]:
+        r["ms"] /= 10
+    fast_old = tmp_path / "fast_old.json"
+    fast_old.write_text(json.dumps(old))
+    changes = bench.compare(bench.read_json(out), bench.read_json(fast_old))
+    assert [(c.verdict, round(c.ratio, 6)) for c in changes] == [("regression", 10.0)]
+    assert "REGRESSION 10.00x" in bench.table(bench.read_json(out), bench.change_marks(changes))
+    assert main(args + ["--compare", str(fast_old)], registry=registry) == 1  # any tiny net is < 10x slower
+    text = capsys.readouterr().out
+    assert "REGRESSION" in text and "1 regression(s) beyond the noise" in text
+
+
+def test_compare_threshold_follows_measured_noise() -> None:
+    row = bench.Row("m", "forward", "cpu", "fp32", 8, 1, 1, 4, 10.0, 10.0, 1.0, None, 12.0, 1.2, 5.0, 0.05,
+                    None, None, "", 0.0, 5)
+    assert bench.compare([replace(row, ms=11.5)], [row])[0].verdict == "same"  # 15 % < 2·(5 %+5 %)… floor 20 %
+    assert bench.compare([replace(row, ms=13.0)], [row])[0].verdict == "regression"
+    noisy = replace(row, spread=0.5)
+    assert bench.compare([replace(noisy, ms=13.0)], [noisy])[0].verdict == "same"  # 30 % is within that noise
+    assert bench.compare([replace(row, ms=5.0)], [row])[0].verdict == "faster"
+
+
+def test_benchmark_user_errors(registry, tmp_path: Path, capsys) -> None:
+    assert main(["--benchmark", "--model", TINY_RRDB, "--precisions", "fp8"], registry=registry) == 2
+    assert "--precisions: unknown precision 'fp8'" in capsys.readouterr().err
+    bad = tmp_path / "old.json"
+    bad.write_text("{}")
+    assert main(["--benchmark", "--model", TINY_RRDB, "--compare", str(bad)], registry=registry) == 2
+    assert "not a restore-run --benchmark JSON file" in capsys.readouterr().err
+    assert main(["--benchmark", "--model", "rrdb:{nb = 0}"], registry=registry) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("restore-run: error:") and "nb" in err and len(err.strip().splitlines()) == 1
+
+
+def test_flow_case_rows_and_plain_path_equality() -> None:
+    cfg = bench.BenchConfig(samples=3, repeats=1, warmup=0, memory=False)
+    rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 1, cfg,
+                          lambda _m: None)
+    by = {r.path: r for r in rows}
+    assert set(by) == {"forward", "sample", "bicubic"}
+    s = by["sample"]
+    assert s.samples == 3 and s.samples_per_s is not None and s.samples_per_s > 0
+    assert s.max_abs_diff is not None and s.max_abs_diff <= 1e-4  # cached features + batching = plain decodes
+    assert by["forward"].max_abs_diff <= 1e-4
+
+
+def test_rss_sampler_sees_a_large_allocation() -> None:
+    def alloc() -> None:
+        x = torch.ones(64, 2**20)  # 256 MiB, touched
+        time.sleep(0.02)
+        del x
+
+    mb, kind = bench.peak_memory_mb(alloc, torch.device("cpu"))
+    assert kind == "rss-sampled" and 200 <= mb <= 400
+
+
+def test_process_memory_measures_the_path_in_a_fresh_process(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    saved = tmp_path / "m.pt"
+    torch.save(RRDBNet(nf=8, nb=1, gc=4, scale=4).eval(), saved)
+    job = bench.MemoryJob(str(saved), False, "cpu", "fp32", 128, 4, 4, "forward", "plain")
+    mb, kind = bench.process_peak_mb(job)
+    # the output alone is 4 x 3 x 512 x 512 floats (12 MiB); the x4 stage's 8-channel maps twice that
+    assert kind == "rss-process" and 60 <= mb <= 400

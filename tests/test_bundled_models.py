@@ -1,0 +1,172 @@
+"""The bundled pretrained models, the bundled images and the demo: quality against bicubic on held-out images,
+the opt-in skips that the bundled models use, and the example specs that build them."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import restorekit
+from restorekit.checkpoint import restorekit_metadata
+from restorekit.cli import main as cli_main
+from restorekit.data.io import read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+MODELS = ROOT / "core" / "models"
+NAMES = ("bundled-rrdb-x4", "bundled-srflow-x4")
+
+
+def _evaluation() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("evaluate_bundled", EXAMPLES / "evaluate_bundled.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> ModuleType:
+    return _evaluation()
+
+
+@functools.cache
+def _bundled(name: str) -> torch.nn.Module:
+    return restorekit.load(name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the bundled models
+
+
+def test_bundled_files_are_small_and_load_by_name_offline() -> None:
+    for name in NAMES:
+        model = _bundled(name)
+        path = MODELS / f"{name}.safetensors"
+        assert path.stat().st_size <= 10 * 1024 * 1024
+        component, params = restorekit_metadata(path)
+        assert component == ("rrdb" if "rrdb" in name else "srflow")
+        assert model.scale == 4 and not model.training
+        # the opt-in skips round-trip through the file's metadata
+        assert params.get("bicubic_skip") is True or params.get("skip") == "rrdb"
+        assert model.arch_params.get("bicubic_skip") is True or model.arch_params.get("skip") == "rrdb"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_beats_bicubic_on_held_out_natural_images(name: str, evaluation: ModuleType) -> None:
+    """At least 0.5 dB PSNR-Y over bicubic on average (SRFlow at temperature 0), 4x bicubic-downsampled LR."""
+    rows = evaluation.measure(_bundled(name), evaluation.eval_pairs(evaluation.GROUPS["natural"]), with_ssim=False)
+    assert len(rows) >= 3
+    gain = evaluation.mean(rows, "model", "psnr_y") - evaluation.mean(rows, "bicubic", "psnr_y")
+    assert gain >= 0.5, f"{name}: {gain:+.2f} dB PSNR-Y over bicubic"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_model_keeps_smooth_saturated_colours(name: str, evaluation: ModuleType) -> None:
+    """Gradients, a colour wheel, flat patches: PSNR-RGB at most 0.5 dB below bicubic on every image."""
+    rows = evaluation.measure(_bundled(name), evaluation.eval_pairs(evaluation.GROUPS["smooth"]), with_ssim=False)
+    assert len(rows) >= 3
+    for r in rows:
+        loss = r["bicubic"]["psnr_rgb"] - r["model"]["psnr_rgb"]
+        assert loss <= 0.5, f"{name} on {r['image']}: {loss:.2f} dB below bicubic (PSNR-RGB)"
+
+
+def test_bundled_srflow_samples_differ_and_stay_close_to_the_mean() -> None:
+    model = _bundled("bundled-srflow-x4")
+    lr = F.avg_pool2d(read_image(EXAMPLES / "images" / "val" / "chelsea.png").rgb[None, :, :64, :64], 4)
+    with torch.no_grad():
+        mean = model(lr)
+        a = model(lr, temperature=0.8, generator=torch.Generator().manual_seed(0))
+        b = model(lr, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(a).all() and (a - b).abs().mean() > 1e-3
+    assert (a - mean).abs().mean() < 0.1
+
+
+# ----------------------------------------------------------------------------------------------------
+# the skips (opt-in arch params, default off)
+
+
+def test_rrdb_bicubic_skip_starts_as_bicubic_and_default_is_unchanged() -> None:
+    from restorekit_rrdb import RRDBNet, RRDBParams
+
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 8, 10)
+    net = RRDBNet(nf=8, nb=1, gc=4, scale=4, bicubic_skip=True)
+    bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.equal(net(lr), bicubic)
+    plain = RRDBNet(nf=8, nb=1, gc=4, scale=4)
+    assert "bicubic_skip" not in plain.arch_params and not torch.allclose(plain(lr), bicubic, atol=1e-2)
+    assert RRDBParams().bicubic_skip is False
+    with pytest.raises(ValueError, match="in_nc == out_nc"):
+        RRDBNet(in_nc=1, out_nc=3, nf=8, nb=1, gc=4, bicubic_skip=True)
+
+
+@pytest.mark.parametrize("skip", ["bicubic", "rrdb"])
+def test_srflow_skip_is_an_exact_shift(skip: str, tmp_path: Path) -> None:
+    """encode subtracts the skip image, decode adds it back: round trip exact, NLL of HR equals the plain flow's NLL
+    of the residual (zero log-determinant), and params round-trip through restorekit's file."""
+    from restorekit_srflow import SRFlowNet, SRFlowParams
+
+    kw = dict(scale=4, nf=8, nb=2, gc=4, K=2, L=3, hidden_channels=8, stack_blocks=[0, 1])
+    torch.manual_seed(0)
+    net = SRFlowNet(**kw, skip=skip).eval()
+    plain = SRFlowNet(**kw).eval()
+    plain.load_state_dict(net.state_dict())
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        enc = net.encode(hr, lr)
+        assert torch.allclose(net.decode(lr, enc.latents), hr, atol=1e-5)
+        shift = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False) if skip == "bicubic" else net.RRDB(lr)
+        ref = plain.encode(hr - shift, lr)
+        assert torch.allclose(enc.nll, ref.nll, atol=1e-5) and torch.allclose(enc.logdet, ref.logdet, atol=1e-4)
+        assert torch.allclose(net(lr), plain(lr) + shift, atol=1e-5)
+    params = SRFlowParams(**kw, skip=skip)
+    restorekit.save_generator(tmp_path / "g.safetensors", net, "srflow", params.model_dump(mode="json"))
+    again = restorekit.load(tmp_path / "g.safetensors")
+    assert again.skip == skip and again.arch_params["skip"] == skip
+    assert SRFlowParams().skip == "none" and "skip" not in plain.arch_params
+
+
+# ----------------------------------------------------------------------------------------------------
+# the images and the specs
+
+
+def test_evaluation_images_are_held_out_and_every_image_has_a_source() -> None:
+    images = EXAMPLES / "images"
+    sources = (images / "SOURCES.md").read_text()
+    train = {p.name for p in (images / "train").glob("*.png")}
+    held_out = {p.name for sub in ("val", "smooth") for p in (images / sub).glob("*.png")}
+    assert len(train) >= 20 and len(held_out) >= 7
+    stems = {re.sub(r"_\d+$", "", Path(n).stem) for n in train}
+    assert not {Path(n).stem for n in held_out} & stems
+    for name in train | held_out:
+        assert name in sources or re.sub(r"_\d+\.png$", "_00.png", name) in sources, name
+
+
+@pytest.mark.parametrize("spec", ["bundled_rrdb_x4.toml", "bundled_srflow_x4.toml", "demo.toml"])
+def test_bundled_training_specs_and_demo_validate(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main([str(EXAMPLES / spec), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mode: train" in out and "generator:" in out
+
+
+def test_demo_trains_on_train_images_and_shows_the_bundled_model_on_held_out_ones() -> None:
+    spec = restorekit.load_spec(EXAMPLES / "demo.toml")
+    assert spec.infer is not None and spec.data.train is not None and spec.data.val is not None
+    assert spec.networks[spec.infer.network].model == "bundled-srflow-x4"
+    assert spec.infer.input_is_hr and 0.0 in spec.infer.temperatures and spec.infer.samples >= 2
+    train_dirs = {Path(p).resolve() for p in spec.data.train.hq}
+    for p in [*spec.infer.inputs, *spec.data.val.hq]:
+        assert not any(Path(p).resolve().is_relative_to(t) for t in train_dirs)
+    # the recipe: RRDB alone, then the flow with the RRDB frozen, then everything
+    rrdb, flow, joint = (spec.steps[n] for n in ("rrdb", "flow", "joint"))
+    assert rrdb.only == ["RRDB."] and flow.only == ["flowUpsamplerNet."] and joint.only is None
+    assert rrdb.before == flow.after and flow.before == joint.after

@@ -1,0 +1,547 @@
+"""The model catalogue: entries, the download cache (local HTTP server on 127.0.0.1, never the internet), hashes,
+archive members, the checks after loading, ``--list-models`` and ``networks.<n>.model``."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+import restorekit
+from restorekit import catalogue as cat
+from restorekit.cli import main
+from restorekit.errors import UserError
+
+RRDB_PARAMS = 398_755  # tests/fixtures/rrdb_x4/official.pth (nf 32, nb 2, gc 16, x4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a local HTTP server: Range support, a mode that drops the connection mid-body, request log
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        srv: Any = self.server
+        rng = self.headers.get("Range")
+        srv.requests.append((self.path, rng))
+        if self.path not in srv.files:
+            body = b"not here"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        data, ctype = srv.files[self.path]
+        start = 0
+        if rng and srv.ranges and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[len("bytes="):-1])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if srv.drops.get(self.path, 0) > 0:  # send part of the body, then hang up
+            srv.drops[self.path] -= 1
+            self.wfile.write(body[: srv.drop_at])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+class Server:
+    def __init__(self) -> None:
+        self.httpd: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.files, self.httpd.requests, self.httpd.drops = {}, [], {}
+        self.httpd.ranges, self.httpd.drop_at = True, 100_000
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def add(self, path: str, data: bytes, ctype: str = "application/octet-stream") -> str:
+        self.httpd.files[path] = (data, ctype)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        return self.httpd.requests
+
+    def stop(self) -> None:
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.running = False
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache folder ($RESTOREKIT_HOME) and no catalogue files from the environment."""
+    h = tmp_path / "home"
+    monkeypatch.setenv(cat.ENV_HOME, str(h))
+    monkeypatch.delenv(cat.ENV_CATALOGUE, raising=False)
+    return h
+
+
+@pytest.fixture
+def official(fixtures: Path) -> bytes:
+    return (fixtures / "rrdb_x4" / "official.pth").read_bytes()
+
+
+def entry(name: str = "tiny-rrdb", **fields: Any) -> cat.ModelEntry:
+    table = {"description": "test", "component": "rrdb", "params": {"variant": "srflow"}, "scale": 4,
+             "licence": "MIT", "parameters": RRDB_PARAMS, **fields}
+    return cat.ModelEntry.model_validate({"name": name, **table})
+
+
+def catalogue_file(tmp_path: Path, *entries: cat.ModelEntry) -> Path:
+    """Write entries as a catalogue TOML file (the override mechanism plugins and $RESTOREKIT_CATALOGUE use)."""
+    from restorekit.quick import to_toml
+
+    data = {"models": {e.name: e.model_dump(exclude={"name", "source"}, exclude_none=True, exclude_defaults=True)
+                       for e in entries}}
+    path = tmp_path / "extra_catalogue.toml"
+    path.write_text(to_toml(data))
+    return path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the packaged catalogue
+
+
+def test_packaged_catalogue_has_the_published_models_with_sources_and_counts() -> None:
+    entries = cat.load_catalogue()
+    expected = {
+        "srflow-df2k-4x": ("srflow", 4, 39_541_811), "srflow-df2k-8x": ("srflow", 8, 50_821_891),
+        "srflow-celeba-8x": ("srflow", 8, 40_030_531), "srflow-rrdb-df2k-4x": ("rrdb", 4, 16_697_987),
+        "esrgan-x4": ("rrdb", 4, 16_697_987), "realesrgan-x4plus": ("rrdb", 4, 16_697_987),
+        "realesrgan-x2plus": ("rrdb", 2, 16_703_171),
+    }
+    for name, (component, scale, params) in expected.items():
+        e = entries[name]
+        assert (e.component, e.scale, e.parameters) == (component, scale, params), name
+        assert e.urls and e.licence and e.description
+    srflow_zip = "http://data.vision.ee.ethz.ch/alugmayr/SRFlow/pretrained_models.zip"
+    assert entries["srflow-df2k-4x"].urls == [srflow_zip]
+    assert entries["srflow-rrdb-df2k-4x"].member == "pretrained_models/RRDB_DF2K_4X.pth"
+    assert entries["realesrgan-x4plus"].urls == [
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"]
+    assert entries["bundled-srflow-x4"].bundled == "bundled-srflow-x4.safetensors"
+    assert entries["bundled-rrdb-x4"].bundled == "bundled-rrdb-x4.safetensors"
+    text = cat.packaged_catalogue_path().read_text()
+    assert text.count("URL source:") >= 3  # every group of URLs says where it comes from
+
+
+@pytest.mark.parametrize("component", [pytest.param("srflow", marks=pytest.mark.slow), "rrdb"])
+def test_the_presets_build_networks_of_the_catalogued_size(registry, component: str) -> None:
+    counts: dict[str, tuple[int, int]] = {}  # one meta-device build per distinct architecture (SRFlow: ~1 s each)
+    for e in cat.load_catalogue().values():
+        if e.preset is None or e.component != component:
+            continue
+        comp = registry.get("generator", e.component).component
+        params = comp.params.model_validate({"preset": e.preset, **e.params})
+        key = params.model_dump_json(exclude={"preset", "variant"})
+        if key not in counts:
+            with torch.device("meta"):
+                net = comp.build(params)
+            counts[key] = (cat.count_parameters(net), net.scale)
+        assert counts[key] == (e.parameters, e.scale), e.name
+
+
+def test_bad_catalogue_file_is_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[models.x]\ndescription = "d"\ncomponent = "rrdb"\nscale = 4\nlicence = "MIT"\n'
+                 'urls = ["http://h/x.pth"]\nsha256 = "abc"\n')
+    with pytest.raises(UserError, match=r"c\.toml: models\.x\.sha256: sha256 must be 64 hexadecimal digits"):
+        cat.read_catalogue_file(p)
+    p.write_text('[models.x]\ndescription = "d"\ncomponent = "rrdb"\nscale = 4\nlicence = "MIT"\n')
+    with pytest.raises(UserError, match="give either urls"):
+        cat.read_catalogue_file(p)
+
+
+def test_cache_dir_follows_restorekit_home_then_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(cat.ENV_HOME, str(tmp_path / "rk"))
+    assert cat.cache_dir() == tmp_path / "rk"
+    monkeypatch.delenv(cat.ENV_HOME)
+    monkeypatch.setattr(cat.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cat.cache_dir() == tmp_path / "xdg" / "restorekit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cat.cache_dir() == Path.home() / ".cache" / "restorekit"
+
+
+# ----------------------------------------------------------------------------------------------------
+# downloads
+
+
+def test_download_records_the_hash_and_load_by_name_matches_the_official_output(
+    tmp_path: Path, server: Server, home: Path, official: bytes, fixtures: Path, registry
+) -> None:
+    from safetensors.torch import load_file
+
+    e = entry(urls=[server.add("/m/official.pth", official)])
+    extra = catalogue_file(tmp_path, e)
+    net = restorekit.load("tiny-rrdb", catalogue=extra, registry=registry)
+    path = home / "models" / "tiny-rrdb" / "official.pth"
+    assert path.read_bytes() == official
+    assert cat.read_record(path) == sha(official)
+    assert not list(path.parent.glob("*.part")) and not list(path.parent.glob(".*tmp"))
+    assert cat.count_parameters(net) == RRDB_PARAMS
+    expected = load_file(str(fixtures / "rrdb_x4" / "expected.safetensors"))
+    with torch.no_grad():
+        out = net(expected["lr"])
+    assert (out - expected["out"]).abs().max().item() <= 1e-4 * max(1.0, expected["out"].abs().max().item())
+
+
+def test_interrupted_download_keeps_the_part_and_resumes_with_a_range_request(
+    server: Server, home: Path, official: bytes
+) -> None:
+    e = entry(urls=[server.add("/official.pth", official)])
+    server.httpd.drops["/official.pth"] = 1
+    with pytest.raises(UserError) as info:
+        cat.fetch(e, retries=0)
+    msg = str(info.value)
+    assert "interrupted after 100,000 of 819,289 bytes" in msg and "run again to resume" in msg
+    part = home / "models" / "tiny-rrdb" / "official.pth.part"
+    assert part.stat().st_size == 100_000 and not cat.model_path(e).exists()
+    path = cat.fetch(e, retries=0)
+    assert server.requests[-1] == ("/official.pth", "bytes=100000-")
+    assert path.read_bytes() == official and not part.exists()
+    assert cat.read_record(path) == sha(official)  # the hash covers the resumed bytes too
+
+
+def test_a_dropped_connection_is_retried_in_the_same_call(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.add("/official.pth", official)], sha256=sha(official))
+    server.httpd.drops["/official.pth"] = 2
+    assert cat.fetch(e).read_bytes() == official
+    assert [r for _, r in server.requests] == [None, "bytes=100000-", "bytes=200000-"]
+
+
+def test_a_server_without_ranges_restarts_the_download(server: Server, home: Path, official: bytes) -> None:
+    server.httpd.ranges = False
+    e = entry(urls=[server.add("/official.pth", official)], sha256=sha(official))
+    server.httpd.drops["/official.pth"] = 1
+    assert cat.fetch(e).read_bytes() == official
+    assert server.requests[1][1] == "bytes=100000-"  # asked to resume, got 200: started again
+
+
+def test_wrong_hash_is_rejected_and_the_download_deleted(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.add("/official.pth", official)], sha256="0" * 64)
+    with pytest.raises(UserError, match=f"wrong sha256 {sha(official)} \\(expected 0{{64}}\\)"):
+        cat.fetch(e)
+    folder = home / "models" / "tiny-rrdb"
+    assert list(folder.iterdir()) == []
+
+
+def test_wrong_size_is_rejected(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.add("/official.pth", official)], size=len(official) + 1)
+    with pytest.raises(UserError, match="downloaded 819,289 bytes, expected 819,290"):
+        cat.fetch(e)
+    assert not cat.model_path(e).exists()
+
+
+def test_404_and_offline_are_one_line_naming_the_url_and_the_path(
+    tmp_path: Path, server: Server, home: Path, sample_png, capsys, monkeypatch: pytest.MonkeyPatch, registry
+) -> None:
+    url = server.url("/gone.pth")
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, entry("gone", urls=[url]))))
+    img = sample_png()
+    dest = home / "models" / "gone" / "gone.pth"
+    code = main(["--input", str(img), "--model", "gone", "--output", str(tmp_path / "o")], registry=registry)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err == f"restore-run: error: cannot download {url}: HTTP 404 Not Found; download it by hand and put it at {dest}\n"
+    server.stop()
+    code = main(["--input", str(img), "--model", "gone", "--output", str(tmp_path / "o")], registry=registry)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"restore-run: error: cannot download {url}: cannot connect (") and str(dest) in err
+
+
+def test_mirrors_are_tried_in_order(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.url("/missing.pth"), server.add("/official.pth", official)], file="official.pth")
+    assert cat.fetch(e).read_bytes() == official
+    assert [p for p, _ in server.requests] == ["/missing.pth", "/official.pth"]
+
+
+def test_a_web_page_instead_of_the_file_is_refused(server: Server, home: Path) -> None:
+    e = entry(urls=[server.add("/uc", b"<html>confirm</html>", "text/html; charset=utf-8")], file="x.pth")
+    with pytest.raises(UserError, match="the server sent a web page, not the file"):
+        cat.fetch(e)
+    assert not cat.model_path(e).exists()
+
+
+def test_zip_member_is_extracted_alone_and_the_archive_kept(server: Server, home: Path, official: bytes) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("pretrained_models/official.pth", official)
+        z.writestr("pretrained_models/other.pth", b"x" * 1000)
+    url = server.add("/pretrained_models.zip", buf.getvalue())
+    e = entry(urls=[url], member="pretrained_models/official.pth")
+    path = cat.fetch(e)
+    assert path == home / "models" / "tiny-rrdb" / "official.pth" and path.read_bytes() == official
+    assert cat.read_record(path) == sha(official)
+    assert (home / "downloads" / "pretrained_models.zip").read_bytes() == buf.getvalue()
+    assert sorted(p.name for p in (home / "models").rglob("*")) == ["official.pth", "official.pth.sha256", "tiny-rrdb"]
+    # a second entry from the same archive reuses it (member found by its file name too): no new request
+    other = entry("other", urls=[url], member="other.pth", parameters=None)
+    assert cat.fetch(other).read_bytes() == b"x" * 1000 and len(server.requests) == 1
+
+
+def test_cache_hit_needs_no_network(tmp_path: Path, server: Server, home: Path, official: bytes, registry) -> None:
+    e = entry(urls=[server.add("/official.pth", official)])
+    extra = catalogue_file(tmp_path, e)
+    restorekit.load("tiny-rrdb", catalogue=extra, registry=registry)
+    server.stop()
+    net = restorekit.load("tiny-rrdb", catalogue=extra, registry=registry)
+    assert cat.count_parameters(net) == RRDB_PARAMS and len(server.requests) == 1
+
+
+def test_a_file_put_by_hand_is_used_and_its_hash_recorded(home: Path, official: bytes) -> None:
+    e = entry(urls=["http://127.0.0.1:9/never.pth"], file="official.pth")
+    dest = cat.model_path(e)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(official)
+    assert cat.fetch(e) == dest and cat.read_record(dest) == sha(official)
+
+
+def test_recorded_hash_mismatch_on_later_use(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.add("/official.pth", official)])
+    path = cat.fetch(e)
+    data = bytearray(official)
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=f"{path}: sha256 [0-9a-f]{{64}} differs from {sha(official)} recorded"):
+        cat.fetch(e)
+
+
+def test_published_hash_mismatch_on_later_use(server: Server, home: Path, official: bytes) -> None:
+    e = entry(urls=[server.add("/official.pth", official)], sha256=sha(official))
+    path = cat.fetch(e)
+    path.write_bytes(official[:-1])
+    with pytest.raises(UserError, match="does not match the published"):
+        cat.fetch(e)
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks after loading
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"parameters": RRDB_PARAMS + 1}, "network has 398,755 parameters, but catalogue entry 'tiny-rrdb' says 398,756"),
+        ({"scale": 2}, "network scale is x4, but catalogue entry 'tiny-rrdb' says x2"),
+        ({"component": "srflow", "params": {}}, "holds a 'rrdb' network, but catalogue entry 'tiny-rrdb' says 'srflow'"),
+    ],
+)
+def test_architecture_and_parameter_count_are_checked_after_loading(
+    tmp_path: Path, server: Server, home: Path, official: bytes, registry, fields: dict[str, Any], message: str
+) -> None:
+    e = entry(urls=[server.add("/official.pth", official)], **fields)
+    with pytest.raises(UserError) as info:
+        restorekit.load("tiny-rrdb", catalogue=catalogue_file(tmp_path, e), registry=registry)
+    assert str(info.value) == f"{home / 'models' / 'tiny-rrdb' / 'official.pth'}: {message}"
+
+
+def test_unknown_name_suggests_a_close_one(registry) -> None:
+    with pytest.raises(UserError, match=r"unknown model 'srflow-df2k4x' \(did you mean 'srflow-df2k-4x'\?\)"):
+        restorekit.load("srflow-df2k4x", registry=registry)
+
+
+# ----------------------------------------------------------------------------------------------------
+# bundled models
+
+
+def test_bundled_entries_load_from_the_package_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, registry
+) -> None:
+    from restorekit import save_generator
+    from restorekit_rrdb import RRDBParams, build_rrdb
+
+    params = RRDBParams(nf=8, nb=1, gc=4, scale=4)
+    net = build_rrdb(params)
+    folder = tmp_path / "pkg_models"
+    folder.mkdir()
+    save_generator(folder / "b.safetensors", net, "rrdb", params.model_dump())
+    monkeypatch.setattr(cat, "bundled_dir", lambda: folder)
+    e = entry("b", bundled="b.safetensors", params={}, parameters=cat.count_parameters(net))
+    extra = catalogue_file(tmp_path, e)
+    loaded = restorekit.load("b", catalogue=extra, registry=registry)
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(lr), net.eval()(lr))
+    assert not home.exists()  # nothing downloaded, nothing cached
+    (folder / "b.safetensors").unlink()
+    with pytest.raises(UserError, match="bundled file .*b.safetensors is missing from this installation"):
+        restorekit.load("b", catalogue=extra, registry=registry)
+
+
+@pytest.mark.parametrize("name", ["bundled-rrdb-x4", "bundled-srflow-x4"])
+def test_packaged_bundled_models_load_offline(name: str, registry, home: Path) -> None:
+    e = cat.load_catalogue()[name]
+    if not cat.model_path(e).is_file():
+        pytest.skip(f"{cat.model_path(e)} not trained yet")
+    net = restorekit.load(name, registry=registry)
+    assert net.scale == 4 and cat.model_path(e).stat().st_size <= 11_000_000
+    assert not home.exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# plugins, overrides, listing
+
+
+class CataloguePlugin:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @restorekit.hookimpl
+    def restorekit_catalogue(self) -> list[Any]:
+        return [
+            restorekit.ModelEntry(name="plug-a", description="a", component="rrdb", scale=4, licence="MIT",
+                                  urls=["http://127.0.0.1:9/a.pth"]),
+            {"name": "plug-b", "description": "b", "component": "rrdb", "scale": 2, "licence": "MIT",
+             "urls": ["http://127.0.0.1:9/b.pth"]},
+            self.path,
+        ]
+
+
+def test_plugins_and_files_add_and_replace_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry, capsys, home: Path
+) -> None:
+    plugin_file = tmp_path / "plugin" / "cat.toml"
+    plugin_file.parent.mkdir()
+    plugin_file.write_text('[models.plug-c]\ndescription = "c"\ncomponent = "rrdb"\nscale = 4\nlicence = "MIT"\n'
+                           'urls = ["http://127.0.0.1:9/c.pth"]\n')
+    registry.register(CataloguePlugin(plugin_file), "catplug")
+    entries = cat.load_catalogue(registry=registry)
+    assert {"plug-a", "plug-b", "plug-c", "srflow-df2k-4x"} <= set(entries)
+    assert entries["plug-b"].scale == 2 and entries["plug-c"].source == str(plugin_file)
+    override = tmp_path / "mine.toml"
+    override.write_text('[models.plug-a]\ndescription = "mine"\ncomponent = "rrdb"\nscale = 4\nlicence = "MIT"\n'
+                        'urls = ["http://127.0.0.1:9/mine.pth"]\n')
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(override))
+    code = main(["--list-models", "--json"], registry=registry)
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert code == 0 and rows["plug-a"]["description"] == "mine" and rows["plug-c"]["scale"] == 4
+
+
+def test_list_models_shows_scale_size_cache_state_and_licence(
+    tmp_path: Path, server: Server, home: Path, official: bytes, registry, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    e = entry(urls=[server.add("/official.pth", official)])
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, e)))
+    code = main(["--list-models"], registry=registry)
+    out = capsys.readouterr().out
+    assert code == 0 and out.splitlines()[0].split() == ["name", "scale", "size", "cached", "licence", "description"]
+    row = next(ln for ln in out.splitlines() if ln.startswith("tiny-rrdb "))
+    assert row.split()[1:5] == ["x4", "~1.6", "MB", "no"]
+    assert next(ln for ln in out.splitlines() if ln.startswith("srflow-df2k-4x ")).split()[1:4] == ["x4", "~158", "MB"]
+    cat.fetch(e)
+    main(["--list-models", "--json"], registry=registry)
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["tiny-rrdb"]["cached"] is True and rows["tiny-rrdb"]["bytes"] == len(official)
+    assert rows["realesrgan-x4plus"]["licence"] == "BSD-3-Clause" and rows["realesrgan-x4plus"]["cached"] is False
+
+
+# ----------------------------------------------------------------------------------------------------
+# networks.<n>.model in a pipeline
+
+
+def test_spec_network_model_downloads_and_runs(
+    tmp_path: Path, server: Server, home: Path, official: bytes, sample_png, registry, capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    e = entry(urls=[server.add("/o.pth", official)], preset="srflow-rrdb",
+              params={"nf": 32, "nb": 2, "gc": 16})  # a preset: the plan needs no file, the download waits for the run
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, e)))
+    img = sample_png(size=12)
+    spec = tmp_path / "p.toml"
+    spec.write_text(f'[run]\nmode = "infer"\ndevice = "cpu"\noutput_dir = "{tmp_path / "run"}"\n'
+                    '[networks.generator]\nmodel = "tiny-rrdb"\n'
+                    f'[infer]\ninputs = ["{img}"]\noutput_dir = "{tmp_path / "out"}"\n')
+    code = main([str(spec), "--dry-run"], registry=registry)
+    out = capsys.readouterr().out
+    assert code == 0 and "model=tiny-rrdb" in out and "398,755 parameters" in out
+    assert server.requests == []  # a dry run downloads nothing
+    code = main([str(spec)], registry=registry)
+    assert code == 0, capsys.readouterr().err
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "out" / f"{img.stem}.png").shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize(
+    ("net", "message"),
+    [
+        ('model = "tiny-rrdb"\ncheckpoint = "x.pth"\n',
+         "p.toml: networks.generator: give either model (a catalogue name) or checkpoint (a file), not both"),
+        ('model = "tiny-rdb"\n', "p.toml: networks.generator.model: unknown model 'tiny-rdb' (did you mean 'tiny-rrdb'?)"),
+        ('model = "tiny-rrdb"\ncomponent = "srflow"\n',
+         "p.toml: networks.generator.component: 'srflow', but model 'tiny-rrdb' is a 'rrdb' network"),
+        ("preset = \"esrgan-x4\"\n", "p.toml: networks.generator: component is required (or give model"),
+    ],
+)
+def test_spec_network_model_bad_input_is_one_line(
+    tmp_path: Path, registry, capsys, monkeypatch: pytest.MonkeyPatch, home: Path, net: str, message: str
+) -> None:
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, entry(urls=["http://127.0.0.1:9/o.pth"]))))
+    spec = tmp_path / "p.toml"
+    spec.write_text(f'[run]\nmode = "infer"\n[networks.generator]\n{net}[infer]\ninputs = ["in"]\n')
+    code = main([str(spec)], registry=registry)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_official_format_srflow_from_a_zip_end_to_end(
+    tmp_path: Path, server: Server, home: Path, fixtures: Path, sample_png, registry, capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SRFlow checkpoint in the official layout, inside a zip like the SRFlow release: one command downloads,
+    extracts, loads (params read off the tensors), checks the parameter count and super-resolves."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("pretrained_models/SRFlow_fixture_4X.pth", (fixtures / "srflow_x4" / "official.pth").read_bytes())
+        z.writestr("pretrained_models/RRDB_fixture_4X.pth", (fixtures / "rrdb_x4" / "official.pth").read_bytes())
+    e = cat.ModelEntry(name="srflow-fixture", description="fixture", component="srflow", scale=4, licence="test",
+                       parameters=6_144_851, urls=[server.add("/pretrained_models.zip", buf.getvalue())],
+                       member="pretrained_models/SRFlow_fixture_4X.pth")
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, e)))
+    img = sample_png(size=8)
+    code = main(["--model", "srflow-fixture", "--input", str(img), "--output", str(tmp_path / "o"), "--device", "cpu"],
+                registry=registry)
+    assert code == 0, capsys.readouterr().err
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "o" / f"{img.stem}.png").shape == (32, 32, 3)
+    assert (home / "models" / "srflow-fixture" / "SRFlow_fixture_4X.pth").is_file()
+    assert not (home / "models" / "srflow-fixture" / "RRDB_fixture_4X.pth").exists()

@@ -1,0 +1,141 @@
+"""The fast paths restore-run uses and the benchmark measures (restorekit.perf): the memory-layout probe, the
+sample batcher, torch.compile's fallback, tiled encoding of large images — each equal to the plain path."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from restorekit import perf
+from restorekit.tiling import tiled_flow_encode
+from restorekit_rrdb import RRDBNet
+from torch import nn
+
+from test_bench import tiny_srflow
+
+def test_layout_probe_keeps_outputs_equal_and_caches() -> None:
+    torch.manual_seed(0)
+    net = RRDBNet(nf=8, nb=1, gc=4).eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        ref = net(x)
+        choice = perf.choose_layout(net, x, min_weights=0)
+        assert perf.layout_of(net, "cpu") == choice
+        assert perf.choose_layout(net, x, min_weights=0) == choice  # cached: no second probe
+        got = net(perf.in_layout(net, x))
+        perf.to_layout(net, "channels_last")
+        cl = net(x.contiguous(memory_format=torch.channels_last))
+    assert (got - ref).abs().max() <= 1e-5 and (cl - ref).abs().max() <= 1e-5
+
+
+class _LayoutSensitive(nn.Module):
+    """Gives a different answer in channels_last (and is made to look faster there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cl = self.conv.weight.is_contiguous(memory_format=torch.channels_last) and not self.conv.weight.is_contiguous()
+        if not cl:
+            time.sleep(0.003)
+        return self.conv(x) + (1.0 if cl else 0.0)
+
+
+def test_layout_probe_rejects_a_faster_layout_that_changes_the_output() -> None:
+    m = _LayoutSensitive()
+    with torch.no_grad():
+        assert perf.choose_layout(m, torch.rand(1, 3, 4, 4), min_weights=0) == "contiguous"
+    assert m.conv.weight.is_contiguous()
+    tiny = _LayoutSensitive()
+    assert perf.choose_layout(tiny, torch.rand(1, 3, 4, 4)) == "contiguous"  # too small to be worth a probe
+
+
+class _FakeFlow:
+    """decode() sleeps ``cost(n)`` for a batch of n latent sets; returns the top latent."""
+
+    def __init__(self, cost) -> None:
+        self.cost, self.calls = cost, []
+
+    def decode(self, lr, latents, cond=None):
+        n = int(latents[0].shape[0])
+        self.calls.append(n)
+        time.sleep(self.cost(n))
+        return latents[0] * 2
+
+
+def _sets(n: int) -> list[list[torch.Tensor]]:
+    return [[torch.full((1, 1, 2, 2), float(i))] for i in range(n)]
+
+
+def test_sample_batcher_batches_when_batching_pays_and_loops_when_not() -> None:
+    lr = torch.zeros(1, 3, 2, 2)
+    cheap = _FakeFlow(lambda n: 0.02)  # a batch costs what one sample costs: batch everything
+    b = perf.SampleBatcher(max_chunk=4)
+    outs = b.decode(cheap, lr, _sets(12))
+    assert [float(o[0, 0, 0, 0]) for o in outs] == [2.0 * i for i in range(12)]  # order kept
+    assert b.chunks[("cpu", (1, 3, 2, 2))] == 4 and max(cheap.calls) == 4
+    dear = _FakeFlow(lambda n: 0.01 * n * n)  # per-sample cost grows with the batch: loop
+    b2 = perf.SampleBatcher()
+    outs = b2.decode(dear, lr, _sets(6))
+    assert len(outs) == 6 and b2.chunks[("cpu", (1, 3, 2, 2))] == 1 and dear.calls == [1, 1, 2, 2]  # probed, settled
+    dear.calls.clear()
+    b2.decode(dear, lr, _sets(3))  # settled: no more probing
+    assert dear.calls == [1, 1, 1]
+
+
+def test_sample_batcher_matches_single_decodes_on_srflow() -> None:
+    net = tiny_srflow()
+    lr = torch.rand(1, 3, 8, 8)
+    gen = torch.Generator().manual_seed(1)
+    sets = [[0.8 * torch.randn((1, *s), generator=gen) for s in net.latent_shapes(lr.shape)] for _ in range(5)]
+    with torch.inference_mode():
+        ref = [net.decode(lr, latents=zs) for zs in sets]  # plain: features recomputed every time
+        b = perf.SampleBatcher()
+        b.chunks[("cpu", tuple(lr.shape))] = 4  # force a chunk of 4 and a remainder of 1
+        got = b.decode(net, lr, sets, net.conditional_features(lr))
+    assert max(float((a - c).abs().max()) for a, c in zip(ref, got)) <= 1e-4
+
+
+def test_compile_failure_is_one_line_and_runs_uncompiled(monkeypatch) -> None:
+    def broken(*_a, **_k):
+        raise RuntimeError("no C++ compiler found\nlong details")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    said: list[str] = []
+    m = nn.Conv2d(3, 3, 1)
+    got, note = perf.maybe_compile(m, torch.rand(1, 3, 4, 4), warn=said.append)
+    assert got is m and said == [note] and m._compiled_call_impl is None
+    assert note == "run.compile: torch.compile is not available here (RuntimeError: no C++ compiler found); running uncompiled"
+
+
+def _smooth_pair(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    lr = torch.nn.functional.interpolate(torch.rand(1, 3, h // 4, w // 4, generator=g), size=(h, w), mode="bicubic")
+    hr = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic") + 0.05 * torch.rand(1, 3, 4 * h, 4 * w, generator=g)
+    return lr, hr
+
+
+def test_tiled_encode_equals_the_whole_image_encode_with_enough_overlap() -> None:
+    net = tiny_srflow()
+    lr, hr = _smooth_pair(24, 40)
+    with torch.inference_mode():
+        whole = net.encode(hr, lr).latents
+        one_tile = tiled_flow_encode(net, hr, lr, tile=64, overlap=0)
+        wide = tiled_flow_encode(net, hr, lr, tile=16, overlap=12)
+        narrow = tiled_flow_encode(net, hr, lr, tile=16, overlap=4)
+        back = net.decode(lr, latents=wide)
+    assert [z.shape for z in one_tile] == [z.shape for z in whole]
+    assert all(torch.equal(a, b) for a, b in zip(one_tile, whole))
+    err = [max(float((a - b).abs().max()) for a, b in zip(zs, whole)) for zs in (wide, narrow)]
+    assert err[0] < 1e-3 < err[1]  # the error is confined to the cut lines and shrinks with the overlap
+    assert float((back - hr).abs().max()) < 1e-3  # restore round trip
+
+
+def test_tiled_encode_rejects_unaligned_sizes() -> None:
+    import pytest
+
+    net = tiny_srflow()
+    lr, hr = _smooth_pair(24, 40)
+    with pytest.raises(ValueError, match="not 4x the LR"):
+        tiled_flow_encode(net, hr[..., :-4], lr, tile=16, overlap=4)
