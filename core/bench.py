@@ -47,7 +47,8 @@ from torch import Tensor, nn
 from .errors import UserError
 from .perf import SampleBatcher, choose_layout, in_layout, maybe_compile, sync
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+"""tf32: fp32 tensors with TF32 matrix products and convolutions (CUDA; the same as fp32 on a CPU)."""
 NOISE_FLOOR = 0.10
 """Smallest slowdown --compare reports as a regression (10 %), whatever the measured spread."""
 SCHEMA = 1
@@ -182,8 +183,15 @@ def _short(params: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _precision(device: torch.device, precision: str) -> Iterator[None]:
-    if precision == "fp32":
-        yield
+    if precision in ("fp32", "tf32"):
+        from .perf import set_tf32, tf32_enabled
+
+        before = tf32_enabled()
+        set_tf32(precision == "tf32")
+        try:
+            yield
+        finally:
+            set_tf32(before)
         return
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     with torch.autocast(device.type, dtype=dtype):
@@ -388,7 +396,7 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
         amp = torch.autocast(device.type, dtype=torch.bfloat16 if job.precision == "bf16" else torch.float16,
-                             enabled=job.precision != "fp32")
+                             enabled=job.precision in ("bf16", "fp16"))
         if fast:
             return training_step(module, lambda m: _train_loss(m, hr, lr, job.flow), lr_like=lr, autocast=amp,
                                  optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-5), layout=job.layout)
@@ -547,7 +555,7 @@ def train_rows(bm: BenchModel, device: torch.device, precision: str, lr_side: in
     hr = torch.rand(batch, 3, lr_side * scale, lr_side * scale, generator=gen).to(device)
     rows: list[Row] = []
     amp = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                         enabled=precision != "fp32")
+                         enabled=precision in ("bf16", "fp16"))
 
     def make(ckpt: bool) -> tuple[nn.Module, Any]:
         m = copy.deepcopy(bm.module).to(device).train()
@@ -715,10 +723,9 @@ def table(rows: Sequence[Row], marks: dict[tuple[Any, ...], str] | None = None) 
 def write_json(path: Path, rows: Sequence[Row], cfg: BenchConfig, notes: Sequence[str]) -> None:
     data = {"schema": SCHEMA, "machine": machine(), "config": asdict(cfg), "notes": list(notes),
             "rows": [asdict(r) for r in rows]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from .files import write_text
+
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> list[Row]:
@@ -774,8 +781,11 @@ def main(cfg: BenchConfig, registry: Any, *, json_path: Path | None, compare_pat
     changes = compare(rows, old) if old is not None else None
     print(table(rows, change_marks(changes) if changes is not None else None))
     info = machine()
-    print(f"\n{info['cpu']}, {info['threads']} threads, torch {info['torch']}; times are medians of "
-          f"{cfg.repeats} interleaved repeats; peak memory above the case's start ({rows[0].memory_kind if rows else '-'})")
+    kinds = ", ".join(sorted({r.memory_kind for r in rows if r.memory_kind}))
+    memory = f"peak memory above the case's start ({kinds})" if kinds else "peak memory not measured"
+    print(f"\n{info['cpu']}, {info['threads']} threads, torch {info['torch']}, load average "
+          f"{info['load_average'][0] if info['load_average'] else '?'}; times are medians of {cfg.repeats} "
+          f"interleaved repeats; {memory}")
     for n in notes:
         print(f"note: {n}")
     if json_path is not None:

@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import tomllib
 import urllib.error
 import urllib.parse
@@ -370,6 +369,9 @@ def _attempt(url: str, part: Path, label: str) -> str:
         if ctype.startswith("text/html"):
             raise _Failed("the server sent a web page, not the file (a sign-in or confirmation page?)")
         resume = bool(have) and status == 206
+        if resume and not (resp.headers.get("Content-Range") or "").startswith(f"bytes {have}-"):
+            part.unlink(missing_ok=True)  # the server resumed from elsewhere: start again
+            raise _Failed("the server resumed at the wrong offset; starting again", resumable=True)
         if not resume:
             have = 0
         length = resp.headers.get("Content-Length")
@@ -462,18 +464,17 @@ def extract_member(archive: Path, member: str, dest: Path) -> str:
                         f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
                     )
                 name = found[0]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            from .files import atomic_write
+
             h = hashlib.sha256()
-            try:
-                with os.fdopen(fd, "wb") as out, z.open(name) as src:
+
+            def extract(tmp: Path) -> None:
+                with tmp.open("wb") as out, z.open(name) as src:
                     for chunk in iter(lambda: src.read(1 << 20), b""):
                         out.write(chunk)
                         h.update(chunk)
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+
+            atomic_write(dest, extract)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise UserError(f"{archive}: not a readable zip archive ({exc}); delete it to download it again") from None
     digest = h.hexdigest()

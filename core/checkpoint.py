@@ -105,7 +105,7 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         if m is not None or "global" in str(exc).lower():
             what = f" (it calls {m.group(1)})" if m is not None else ""
             raise UnsafeCheckpoint(
-                f"{p}: not a safe checkpoint: the pickle would run code beyond plain tensors{what}; refused"
+                f"{p}: not a safe checkpoint, refused to load: the pickle would run code beyond plain tensors{what}"
             ) from None
         raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint (corrupt or not a pickle)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError,

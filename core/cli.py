@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "optionally with params as 'name:{nb = 8}' (repeatable; default: every installed generator)")
     bench.add_argument("--sizes", default="32", metavar="N,...", help="LR sizes in pixels (default 32)")
     bench.add_argument("--batches", default="1", metavar="N,...", help="batch sizes (default 1)")
-    bench.add_argument("--precisions", default="fp32", metavar="P,...", help="fp32, bf16, fp16 (default fp32)")
+    bench.add_argument("--precisions", default="fp32", metavar="P,...", help="fp32, tf32, bf16, fp16 (default fp32)")
     bench.add_argument("--samples", type=int, default=None,
                        help="flows: samples per LR image (benchmark: default 8, 0: none; --input: per temperature, default 1)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed calls of each path first (default 1)")
@@ -202,6 +202,10 @@ def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
     except KeyboardInterrupt:
         print("restore-run: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # the causes with a field to name (batch sizes, pixel limits) are checked before; the rest
+        print("restore-run: error: out of memory (lower data.*.batch_size, run.max_pixels or use [infer.tile])",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # the reader went away (``restore-run --list-plugins --json | head -1``): stop quietly, as cat does
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from .files import write_text
 from .components import Sample, ValidationContext
 from .data.datasets import load_val_samples
 from .errors import UserError
@@ -34,10 +34,10 @@ def _scale_of(plan: Plan, net: nn.Module, name: str) -> tuple[int, int]:
     want = plan.spec.data.val.scale
     have = getattr(net, "scale", None)
     if want is not None and have is not None and int(have) != want:
-        raise UserError(f"{plan.source}: data.val.scale: {want}, but network {name!r} upscales by {have}")
+        raise UserError.at(plan.source, "data.val.scale", f"{want}, but network {name!r} upscales by {have}")
     scale = want if want is not None else have
     if scale is None:
-        raise UserError(f"{plan.source}: data.val.scale: network {name!r} has no scale; set it here")
+        raise UserError.at(plan.source, "data.val.scale", f"network {name!r} has no scale; set it here")
     return int(scale), int(getattr(net, "size_multiple", 1) or 1)
 
 
@@ -59,7 +59,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     """
     spec = plan.spec
     if spec.data.val is None or not plan.validators:
-        raise UserError(f"{plan.source}: evaluation needs [data.val] and at least one [validators.<name>]")
+        raise UserError.at(plan.source, None, "evaluation needs [data.val] and at least one [validators.<name>]")
     device = plan.device
     nets: dict[str, nn.Module] = dict(networks or {})
     samples: dict[tuple[int, int], list[Sample]] = {}
@@ -93,7 +93,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
         "per_image": per_image,
     }
     text = json.dumps(report, indent=2, default=_jsonable)
-    atomic_write(out_dir / "eval.json", lambda tmp: tmp.write_text(text))
+    write_text(out_dir / "eval.json", text, root=out_dir)
     bad = [k for k, v in metrics.items() if math.isnan(v)]
     return EvalResult(1 if bad else 0, metrics, per_image)
 

@@ -223,13 +223,11 @@ def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> 
         if accepted:
             hits.append(r)
     if not hits:
-        raise UserError(
-            f"{source}: no installed generator recognises this checkpoint (tried: {', '.join(sorted(tried)) or 'none'}); "
-            "pass component=..."
-        )
+        raise UserError.at(source, None, f"no installed generator recognises this checkpoint "
+                                         f"(tried: {', '.join(sorted(tried)) or 'none'}); pass component=...")
     if len(hits) > 1:
         names = ", ".join(sorted(h.component.name for h in hits))
-        raise UserError(f"{source}: several generators recognise this checkpoint ({names}); pass component=...")
+        raise UserError.at(source, None, f"several generators recognise this checkpoint ({names}); pass component=...")
     return hits[0]
 
 
@@ -292,9 +290,8 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
             catalogue = catalogue if catalogue is not None else load_catalogue(registry=registry)
             entry = lookup(net.model, catalogue, where=f"{source}: {where}.model")
             if component is not None and component != entry.component:
-                raise UserError(
-                    f"{source}: {where}.component: {component!r}, but model {entry.name!r} is a {entry.component!r} network"
-                )
+                raise UserError.at(source, f"{where}.component",
+                                   f"{component!r}, but model {entry.name!r} is a {entry.component!r} network")
             component = entry.component
             preset = preset if preset is not None else entry.preset
             net_params = {**entry.params, **net.params}
@@ -310,9 +307,8 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
                 raise UserError.at(source, f"{where}.checkpoint", f"{weights}: file not found")
             comp_name, file_params = restorekit_metadata(weights)
             if comp_name is not None and comp_name != component:
-                raise UserError(
-                    f"{source}: {where}.{weights_key}: {weights} holds a {comp_name!r} network, not {component!r}"
-                )
+                raise UserError.at(source, f"{where}.{weights_key}",
+                                   f"{weights} holds a {comp_name!r} network, not {component!r}")
             if resolved.component.params_from_state_dict is not None:  # type: ignore[attr-defined]
                 sd = read_state_dict(weights)
         params = generator_params(

@@ -5,6 +5,7 @@ A train pipeline with an ``[infer]`` table runs that inference with the trained 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ def output_folders(plan: Plan) -> list[tuple[Path, str]]:
         folders.append((Path(spec.run.output_dir), "run.output_dir"))
     if spec.infer is not None and spec.run.mode in ("train", "infer"):
         out = spec.infer.output_dir if spec.infer.output_dir is not None else Path(spec.run.output_dir) / "infer"
-        folders.append((Path(out), "infer.output_dir"))
+        if all(os.path.realpath(out) != os.path.realpath(f) for f, _ in folders):
+            folders.append((Path(out), "infer.output_dir"))
     return folders
 
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .padding import pad_to_multiple

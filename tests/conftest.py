@@ -36,19 +36,21 @@ def empty_registry():
 @pytest.fixture
 def registry():
     """A registry with the first-party plugins registered directly (no entry points)."""
-    import importlib
+    from fakes import first_party_registry
 
-    from restorekit.registry import PluginRegistry
+    return first_party_registry()
 
-    reg = PluginRegistry()
-    for name, module in [
-        ("builtins", "restorekit.builtins"),
-        ("rrdb", "restorekit_rrdb.plugin"),
-        ("srflow", "restorekit_srflow.plugin"),
-        ("validators", "restorekit_validators.plugin"),
-    ]:
-        reg.register(importlib.import_module(module), name)
-    return reg
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch):
+    """The CLI resolves components in a registry holding the first-party plugins plus the fakes (tests/fakes.py);
+    returns the :class:`fakes.FakePlugin` (it keeps every module it built)."""
+    import restorekit.cli as cli
+    from fakes import FakePlugin, make_registry
+
+    plugin = FakePlugin()
+    monkeypatch.setattr(cli, "_registry", lambda args: make_registry(plugin))
+    return plugin
 
 
 @pytest.fixture

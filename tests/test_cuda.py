@@ -17,7 +17,7 @@ from restorekit.testing import write_images
 from restorekit.tiling import tiled_flow_decode, tiled_flow_encode, tiled_forward
 from restorekit_rrdb import RRDBNet
 from restorekit_srflow import SRFlowNet
-from test_infer import fakes, pipeline, read, run, sample_image, save  # noqa: F401 - fixture and helpers
+from fakes import pipeline, read, run, sample_image, save
 
 pytestmark = [
     pytest.mark.cuda,
@@ -129,7 +129,7 @@ def test_pinned_transfer() -> None:
     assert y.is_cuda and torch.equal(y.cpu(), x)
 
 
-def test_cuda_index_runs_on_that_device(tmp_path: Path, fakes, capsys) -> None:  # noqa: F811
+def test_cuda_index_runs_on_that_device(tmp_path: Path, fakes, capsys) -> None:
     last = torch.cuda.device_count() - 1
     save(tmp_path / "in" / "a.png", sample_image("astronaut", 16, 16))
     p = pipeline(tmp_path, {"inputs": ["in"], "output_dir": "out"}, component="rrdb",

@@ -1,251 +1,38 @@
 """restore-run infer, end to end through ``restorekit.cli.main``: every mode, outputs, skipping, failures, the NaN
 guard, reports, and the bad-input corpus.
 
-Tiny fake generators (registered directly, no entry points) stand in where a property is easier to pin with a
-known model: ``fakeflow`` is an exactly invertible 2-level conditional flow (pixel_unshuffle + an affine map
-conditioned on the bicubic-upsampled LR) that can be told to overflow above a latent magnitude; ``bicubic`` is a
-parameter-free SR model. The real ``rrdb`` plugin is used as is, and the real ``srflow`` one when it is installed.
+Tiny fake generators (tests/fakes.py, registered directly, no entry points) stand in where a property is easier
+to pin with a known model; the real ``rrdb`` and ``srflow`` plugins are used as they are.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from pydantic import Field
-from torch import Tensor, nn
+from fakes import (
+    TINY_SRFLOW,
+    Bicubic,
+    FakePlugin,
+    make_registry,
+    pipeline,
+    png_header,
+    read,
+    run,
+    sample_image,
+    save,
+    srflow_tiny,
+)
 
 import restorekit.cli as cli
-from restorekit import EncodeResult, GeneratorComponent, Params, hookimpl
 from restorekit.latents import sample_latents
-from restorekit.registry import PluginRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------------------------------------------
-# fake generators
-
-
-class FakeFlow(nn.Module):
-    """An exactly invertible conditional "flow" with the FlowModel interface, scale 2, size_multiple 2.
-
-    encode: x = (hr - up) / 0.1 * exp(a) + b with (a, b) from two 3x3 convolutions of up = bicubic(lr); then
-    pixel_unshuffle(x) -> 12 channels at H/2: the first 6 are the level-1 latent, the other 6 are unshuffled again
-    into the top latent (24 channels at H/4). decode inverts it. Receptive field: ~3 LR pixels.
-    ``nan_above``: a decode whose latents have an RMS above it returns NaN for that item (overflow stand-in).
-    """
-
-    def __init__(self, *, scale: int = 2, hidden: int = 4, nan_above: float | None = None) -> None:
-        super().__init__()
-        self.scale, self.size_multiple, self.nan_above = scale, 2, nan_above
-        self.arch_params = {"scale": scale, "hidden": hidden, "nan_above": nan_above}
-        self.net = nn.Sequential(nn.Conv2d(3, hidden, 3, padding=1), nn.Tanh(), nn.Conv2d(hidden, 6, 3, padding=1))
-        self.cond_calls = 0
-        self.decode_calls = 0
-
-    def conditional_features(self, lr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        self.cond_calls += 1
-        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        ab = self.net(up)
-        return up, 0.5 * torch.tanh(ab[:, :3]), ab[:, 3:]
-
-    def latent_shapes(self, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
-        b, _, h, w = lr_shape
-        hh, ww = h * self.scale, w * self.scale
-        return [(b, 6, hh // 2, ww // 2), (b, 24, hh // 4, ww // 4)]
-
-    def _check(self, lr: Tensor) -> None:
-        if lr.shape[-2] % 2 or lr.shape[-1] % 2:
-            raise ValueError(f"FakeFlow: LR size {tuple(lr.shape[-2:])} is not a multiple of 2")
-
-    def encode(self, hr: Tensor, lr: Tensor, add_noise: bool = False) -> EncodeResult:
-        self._check(lr)
-        up, a, b = self.conditional_features(lr)
-        x = (hr - up) / 0.1 * torch.exp(a) + b
-        y = F.pixel_unshuffle(x, 2)
-        latents = [y[:, :6], F.pixel_unshuffle(y[:, 6:], 2)]
-        logdet = a.sum((1, 2, 3))
-        nll = sum(0.5 * (z**2).sum((1, 2, 3)) for z in latents) - logdet
-        return EncodeResult(latents, nll / (hr[0].numel() * np.log(2)), logdet)
-
-    def decode(self, lr: Tensor, latents: Sequence[Tensor] | None = None, temperature: Any = 0.0,
-               generator: torch.Generator | None = None, cond: Any = None) -> Tensor:
-        self._check(lr)
-        self.decode_calls += 1
-        if latents is None:
-            latents = sample_latents(self.latent_shapes(lr.shape), temperature, generator, device=lr.device)
-        up, a, b = cond if cond is not None else self.conditional_features(lr)
-        eps, top = latents
-        x = F.pixel_shuffle(torch.cat([eps, F.pixel_shuffle(top, 2)], 1), 2)
-        hr = up + 0.1 * (x - b) * torch.exp(-a)
-        if self.nan_above is not None:
-            flat = torch.cat([z.flatten(1) for z in latents], 1)
-            hot = flat.pow(2).mean(1).sqrt() > self.nan_above
-            hr = torch.where(hot.view(-1, 1, 1, 1), torch.full_like(hr, float("nan")), hr)
-        return hr
-
-    def forward(self, lr: Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-        h, w = lr.shape[-2:]
-        x = F.pad(lr, (0, w % 2, 0, h % 2), mode="replicate")
-        return self.decode(x, temperature=temperature, generator=generator)[..., : h * self.scale, : w * self.scale]
-
-
-class FakeFlowParams(Params):
-    scale: int = Field(2, description="Upscaling factor.")
-    hidden: int = Field(4, description="Hidden channels.")
-    nan_above: float | None = Field(None, description="Latent RMS above which a decode returns NaN.")
-
-
-class Bicubic(nn.Module):
-    """A parameter-free SR model (bicubic x scale)."""
-
-    def __init__(self, *, scale: int = 2) -> None:
-        super().__init__()
-        self.scale, self.size_multiple, self.arch_params = scale, 1, {"scale": scale}
-
-    def forward(self, lr: Tensor) -> Tensor:
-        return F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-class BicubicParams(Params):
-    scale: int = Field(2, description="Upscaling factor.")
-
-
-class FakePlugin:
-    """Registers ``fakeflow`` and ``bicubic``; keeps every built module (to look at call counters)."""
-
-    def __init__(self) -> None:
-        self.built: list[nn.Module] = []
-
-    def _keep(self, module: nn.Module) -> nn.Module:
-        self.built.append(module)
-        return module
-
-    @hookimpl
-    def restorekit_generators(self) -> list[GeneratorComponent[Any]]:
-        return [
-            GeneratorComponent(name="fakeflow", params=FakeFlowParams,
-                               build=lambda p: self._keep(FakeFlow(scale=p.scale, hidden=p.hidden, nan_above=p.nan_above))),
-            GeneratorComponent(name="bicubic", params=BicubicParams, build=lambda p: self._keep(Bicubic(scale=p.scale))),
-        ]
-
-
-def _importable(module: str) -> bool:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-def make_registry(fakes: FakePlugin | None = None) -> PluginRegistry:
-    import restorekit.builtins
-    import restorekit_rrdb.plugin
-
-    reg = PluginRegistry()
-    reg.register(restorekit.builtins, "builtins")
-    reg.register(restorekit_rrdb.plugin, "rrdb")
-    try:
-        import restorekit_srflow.plugin
-
-        reg.register(restorekit_srflow.plugin, "srflow")
-    except ImportError:
-        pass
-    try:
-        import restorekit_validators.plugin
-
-        reg.register(restorekit_validators.plugin, "validators")
-    except ImportError:
-        pass
-    reg.register(fakes or FakePlugin(), "fakes")
-    return reg
-
-
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> FakePlugin:
-    """The CLI resolves components in a registry holding the first-party plugins plus the fakes."""
-    plugin = FakePlugin()
-    monkeypatch.setattr(cli, "_registry", lambda args: make_registry(plugin))
-    return plugin
-
-
-# ----------------------------------------------------------------------------------------------------
-# images and pipelines
-
-
-def sample_image(name: str, h: int, w: int) -> np.ndarray:
-    """A (h, w, 3) float image in [0, 1]: a scikit-image sample resized (antialiased) to h x w."""
-    import skimage.data
-    import skimage.transform
-
-    img = getattr(skimage.data, name)()
-    img = img if img.ndim == 3 else np.stack([img] * 3, -1)
-    side = min(img.shape[:2])
-    img = img[:side, :side, :3]
-    return np.clip(skimage.transform.resize(img, (h, w), anti_aliasing=True), 0, 1)
-
-
-def save(path: Path, arr: np.ndarray, *, bits: int = 8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scale = 65535.0 if bits == 16 else 255.0
-    data = np.round(arr * scale).astype(np.uint16 if bits == 16 else np.uint8)
-    iio.imwrite(path, data)
-    return path
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (str, Path)):
-        return json.dumps(str(v))
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
-
-
-def pipeline(tmp_path: Path, infer: dict[str, Any], *, component: str = "fakeflow",
-             params: dict[str, Any] | None = None, checkpoint: Path | None = None, seed: int = 0,
-             name: str = "pipeline.toml") -> Path:
-    lines = ["[run]", 'mode = "infer"', 'device = "cpu"', f"seed = {seed}", 'output_dir = "runs"', "",
-             "[networks.generator]", f"component = {toml_value(component)}"]
-    if params:
-        lines.append(f"params = {toml_value(params)}")
-    if checkpoint is not None:
-        lines.append(f"checkpoint = {toml_value(checkpoint)}")
-    lines += ["", "[infer]"] + [f"{k} = {toml_value(v)}" for k, v in infer.items()]
-    p = tmp_path / name
-    p.write_text("\n".join(lines) + "\n")
-    return p
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read(path: Path) -> np.ndarray:
-    return iio.imread(path)
-
-
-def png_header(path: Path) -> tuple[int, int]:
-    """(bit depth, colour type) from a PNG's IHDR."""
-    data = path.read_bytes()[:33]
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return data[24], data[25]
 
 
 @pytest.fixture
@@ -708,27 +495,6 @@ def test_checkpoint_of_a_tiny_rrdb_is_used(tmp_path: Path, images: Path, capsys)
 # ----------------------------------------------------------------------------------------------------
 # the real SRFlow plugin (tiny: nf 8, nb 1, K 1, L 3, hidden 8, stack_blocks [0], x4; random weights)
 
-TINY_SRFLOW = {"nf": 8, "nb": 1, "gc": 4, "K": 1, "L": 3, "hidden_channels": 8, "stack_blocks": [0]}
-
-
-def srflow_tiny() -> nn.Module:
-    """A tiny real SRFlow (nf 8, nb 1, K 1, L 3, hidden 8, stack_blocks [0], x4), every parameter jittered: a fresh
-    flow's couplings start as identities (zero-initialised last convolutions), which would hide the conditioning."""
-    try:
-        import restorekit_srflow.plugin  # noqa: F401
-    except ImportError:
-        pytest.skip("restorekit_srflow is not installed yet")
-    comp = make_registry().get("generator", "srflow").component
-    params = comp.params.model_validate(TINY_SRFLOW)
-    torch.manual_seed(0)
-    model = comp.build(params).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
-
-
-
 @pytest.fixture
 def srflow_ckpt(tmp_path: Path) -> Path:
     """The jittered tiny SRFlow saved as a restorekit generator file."""
@@ -749,7 +515,6 @@ SRFLOW_MODES = [
 ]
 
 
-@pytest.mark.skipif(not _importable("restorekit_srflow.plugin"), reason="restorekit_srflow is not installed yet")
 @pytest.mark.parametrize("mode,extra,names", SRFLOW_MODES, ids=[m[0] for m in SRFLOW_MODES])
 def test_srflow_modes_write_real_images(tmp_path: Path, fakes: FakePlugin, capsys, srflow_ckpt: Path, mode: str,
                                         extra: dict[str, Any], names: list[str]) -> None:
@@ -772,7 +537,6 @@ def test_srflow_modes_write_real_images(tmp_path: Path, fakes: FakePlugin, capsy
         assert iio.imread(out / "a.gif", index=None).shape[0] == 3
 
 
-@pytest.mark.skipif(not _importable("restorekit_srflow.plugin"), reason="restorekit_srflow is not installed yet")
 def test_srflow_sr_equals_the_models_own_forward(tmp_path: Path, fakes: FakePlugin, capsys,
                                                  srflow_ckpt: Path) -> None:
     """sr of a flow at T=0 through infer (own padding, given zero latents) equals ``model(lr)``, odd sizes too."""
@@ -788,7 +552,6 @@ def test_srflow_sr_equals_the_models_own_forward(tmp_path: Path, fakes: FakePlug
     assert np.abs(read(tmp_path / "out" / "odd.png") / 255.0 - expected).max() <= 0.5 / 255 + 1e-4
 
 
-@pytest.mark.skipif(not _importable("restorekit_srflow.plugin"), reason="restorekit_srflow is not installed yet")
 def test_srflow_sample_is_the_models_own_decode_with_the_same_seed(tmp_path: Path, fakes: FakePlugin, capsys,
                                                                    srflow_ckpt: Path) -> None:
     """One sampler: ``<stem>_t0.8_s0_seed7.png`` is ``decode(lr, temperature=0.8, generator=seed 7)`` of the model
@@ -817,10 +580,6 @@ def test_srflow_sample_is_the_models_own_decode_with_the_same_seed(tmp_path: Pat
 # examples/*.toml
 
 
-def _srflow_available() -> bool:
-    return _importable("restorekit_srflow.plugin")
-
-
 def _tiny_checkpoint(tmp_path: Path, component: str) -> Path:
     from restorekit import save_generator
 
@@ -844,10 +603,6 @@ def test_examples_validate(example: Path, tmp_path: Path, capsys) -> None:
 
     spec = load_spec(example)
     components = {net.component for net in spec.networks.values()}
-    if "srflow" in components and not _srflow_available():
-        pytest.skip("restorekit_srflow is not importable yet")
-    if spec.validators and not _importable("restorekit_validators.plugin"):
-        pytest.skip("restorekit_validators is not importable yet")
     overrides = []
     for name, net in spec.networks.items():
         if net.checkpoint is not None:

@@ -1,4 +1,5 @@
-"""restorekit.latents: sampling, the restore normalisation, centre-crop transfer and interpolation."""
+"""restorekit.latents: sampling (one sampler, the official SRFlow order), the restore normalisation, centre-crop
+transfer and interpolation; with hand-computed numbers and through a tiny real SRFlow."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import restorekit.latents
+import restorekit_srflow
 from restorekit.errors import UserError
 from restorekit.latents import (
     interpolate_latents,
@@ -20,6 +23,7 @@ from restorekit.latents import (
     transfer_latents,
     zeros_like_latents,
 )
+from restorekit_srflow import SRFlowNet
 
 SHAPES = [(2, 6, 16, 12), (2, 24, 8, 6)]  # a 2-level flow: split eps at H/2, top z at H/4 (HR 32x24)
 
@@ -176,3 +180,73 @@ def test_properties_shapes_and_ends(t: float, h: int, w: int, n: int, mode: str)
     assert all(torch.isfinite(z).all() for f in frames for z in f)
     crop = transfer_latents(other, [(1, 3, 4 * max(1, h // 2), 4 * max(1, w // 2)), (1, 12, 2 * max(1, h // 2), 2 * max(1, w // 2))])
     assert crop[0].shape[-1] == 4 * max(1, w // 2)
+
+
+def test_sample_latents_draws_top_z_first_then_the_deepest_split() -> None:
+    """The official SRFlow order, so ``restore-run`` and ``SRFlowNet.decode`` give one sample per seed."""
+    shapes = [(1, 2, 8, 8), (1, 4, 4, 4), (1, 8, 2, 2)]  # encode order: shallow split, deeper split, top z
+    zs = sample_latents(shapes, 0.5, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    top, deep, shallow = (torch.randn(s, generator=g) for s in reversed(shapes))
+    assert torch.equal(zs[2], top * 0.5) and torch.equal(zs[1], deep * 0.5) and torch.equal(zs[0], shallow * 0.5)
+    g = torch.Generator().manual_seed(4)
+    before = g.get_state()
+    assert all(not z.any() for z in sample_latents(shapes, 0.0, g))  # temperature 0: zeros, nothing drawn
+    assert torch.equal(g.get_state(), before)
+
+
+# ----------------------------------------------------------------------------------------------------
+# as SRFlow users see them (restorekit_srflow re-exports these functions)
+
+
+SQRT_1_5 = math.sqrt(1.5)
+
+
+def test_the_plugin_re_exports_the_core_implementations() -> None:
+    for name in ("normalize_latents", "transfer_latents", "interpolate_latents", "sample_latents"):
+        assert getattr(restorekit_srflow, name) is getattr(restorekit.latents, name)
+
+
+def test_normalize_latents_by_hand() -> None:
+    # 3 channels × 2 locations: per channel over space first, then per location over channels
+    z = torch.tensor([[1.0, 3.0], [5.0, 1.0], [7.0, 7.0]]).view(1, 3, 1, 2)
+    # channel step: [1,3] → [-1,1]; [5,1] → [1,-1]; [7,7] (std 0) → [0,0]
+    # location step: [-1,1,0] has mean 0 and std sqrt(2/3) → [-sqrt(1.5), sqrt(1.5), 0]
+    (out,) = normalize_latents([z])
+    expected = torch.tensor([[-SQRT_1_5, SQRT_1_5], [SQRT_1_5, -SQRT_1_5], [0.0, 0.0]]).view(1, 3, 1, 2)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_slerp_keeps_endpoints_and_the_norm_between_orthogonal_unit_vectors() -> None:
+    a = [torch.tensor([1.0, 0.0]).view(1, 2, 1, 1), torch.zeros(1, 1, 1, 1)]
+    b = [torch.tensor([0.0, 0.0]).view(1, 2, 1, 1), torch.ones(1, 1, 1, 1)]  # orthogonal to a, both unit norm
+    slerp = interpolate_latents(a, b, 3, mode="slerp")
+    linear = interpolate_latents(a, b, 3, mode="linear")
+    assert all(torch.equal(x, y) for x, y in zip(slerp[0], a)) and all(torch.equal(x, y) for x, y in zip(slerp[-1], b))
+
+    def norm(latents: list[torch.Tensor]) -> float:
+        return math.sqrt(sum(float((z**2).sum()) for z in latents))
+
+    assert norm(slerp[1]) == pytest.approx(1.0, abs=1e-6)  # stays on the unit sphere
+    assert norm(linear[1]) == pytest.approx(1 / math.sqrt(2), abs=1e-6)  # the chord cuts inside
+    assert slerp[1][0].flatten()[0].item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    # from zero latents the angle is undefined: slerp falls back to the straight line
+    zero = [torch.zeros_like(z) for z in b]
+    assert all(torch.allclose(x, 0.5 * y) for x, y in zip(interpolate_latents(zero, b, 3, mode="slerp")[1], b))
+
+
+def test_latent_tools_round_trip_through_a_tiny_srflow() -> None:
+    torch.manual_seed(0)
+    net = SRFlowNet(scale=4, nf=8, nb=1, gc=4, K=1, L=3, stack_blocks=[0], hidden_channels=8).eval()
+    lr_big, hr_big = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 32, 32)
+    lr_small = torch.rand(1, 3, 4, 6)
+    with torch.no_grad():
+        ref = net.encode(hr_big, lr_big).latents
+        moved = transfer_latents(ref, net.latent_shapes(lr_small.shape))
+        sr = net.decode(lr_small, moved)
+        restored = net.decode(lr_big, normalize_latents(ref))
+        frames = interpolate_latents([torch.zeros_like(z) for z in ref], ref, 3, mode="slerp")
+        last = net.decode(lr_big, frames[-1])
+    assert sr.shape == (1, 3, 16, 24) and torch.isfinite(sr).all()
+    assert restored.shape == hr_big.shape and torch.isfinite(restored).all()
+    assert (last - hr_big).abs().max() < 1e-4

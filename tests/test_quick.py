@@ -36,8 +36,8 @@ def rrdb_ckpt(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
 
 @pytest.fixture
 def srflow_ckpt(tmp_path: Path) -> Path:
-    """The tiny real SRFlow of test_infer (jittered weights: a fresh flow's couplings are identities)."""
-    from test_infer import TINY_SRFLOW, srflow_tiny
+    """The tiny real SRFlow of tests/fakes.py (jittered weights: a fresh flow's couplings are identities)."""
+    from fakes import TINY_SRFLOW, srflow_tiny
 
     path = tmp_path / "tiny_srflow.safetensors"
     save_generator(path, srflow_tiny(), "srflow", {**TINY_SRFLOW, "scale": 4})

@@ -80,6 +80,16 @@ def gif_bomb(path: Path, width: int = 65535, height: int = 65535) -> Path:
     return path
 
 
+def jpeg_bomb(path: Path, width: int = 65000, height: int = 65000) -> Path:
+    """A small baseline JPEG whose frame header (SOF0) is patched to announce ``width`` x ``height``."""
+    PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, quality=90)
+    raw = bytearray(path.read_bytes())
+    i = raw.index(b"\xff\xc0")
+    raw[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def rgb_array(h: int = 6, w: int = 10, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -181,6 +191,7 @@ BOMBS: dict[str, Callable[[Path], Path]] = {
     "tiff": lambda t: tiff_bomb(t / "bomb.tif"),
     "bmp": lambda t: bmp_bomb(t / "bomb.bmp"),
     "gif": lambda t: gif_bomb(t / "bomb.gif"),
+    "jpeg": lambda t: jpeg_bomb(t / "bomb.jpg"),
 }
 
 
@@ -490,6 +501,23 @@ def test_output_names_from_input_names_stay_in_the_output_folder(tmp_path: Path,
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["infer"]  # nothing beside the output folder
 
 
+def test_an_output_subfolder_that_links_outside_is_refused_before_writing(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    PILImage.fromarray(rgb_array(8, 8)).save(src / "a.png")
+    PILImage.fromarray(rgb_array(8, 8)).save(src / "sub" / "b.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+    assert main([str(_infer_spec(tmp_path, src, out))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lies outside the output folder" in err
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["sub"]
+
+
 def test_animations_bombs_and_conversions_are_reported_in_summary_json(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -736,3 +764,25 @@ def load_rrdb_state() -> dict[str, Any]:
     reg = PluginRegistry.load()
     comp = reg.get("generator", "rrdb").component
     return dict(comp.build(comp.params(nf=4, nb=1, gc=4, scale=2)).state_dict())
+
+
+@pytest.mark.parametrize("mode,infer_out,expect", [
+    ("train", None, ["run.output_dir", "infer.output_dir"]),
+    ("train", "out", ["run.output_dir"]),  # the same folder is locked once
+    ("infer", None, ["infer.output_dir"]),
+    ("eval", None, ["run.output_dir"]),
+])
+def test_every_output_folder_is_locked_once(tmp_path: Path, mode: str, infer_out: str | None, expect: list[str]) -> None:
+    from types import SimpleNamespace
+
+    from restorekit.runner import output_folders
+    from restorekit.spec import spec_from_dict
+
+    data: dict[str, Any] = {
+        "run": {"mode": mode, "output_dir": "out"}, "networks": {"generator": {"component": "rrdb"}},
+        "data": {"train": {"hq": "x"}, "val": {"hq": "x"}}, "validators": {"psnr": {"component": "psnr"}},
+        "steps": {"sr": {"networks": ["generator"], "losses": {"l1": {"component": "pixel"}}}},
+        "train": {"steps": 1}, "infer": {"inputs": "x", **({"output_dir": infer_out} if infer_out else {})},
+    }
+    spec = spec_from_dict(data, source="p.toml", base_dir=tmp_path)
+    assert [what for _, what in output_folders(SimpleNamespace(spec=spec))] == expect

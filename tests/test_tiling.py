@@ -6,7 +6,7 @@ Receptive fields used below (radius, in LR pixels, from the architecture):
 * tiny RRDB (nf 8, nb 1, gc 4, x2): 17 LR-resolution 3x3 convolutions (conv_first, 3 dense blocks x 5, trunk_conv)
   = 17; the x2 stage (nearest, 3x3 at 2x) adds 0.5 and HRconv + conv_last (two 3x3 at HR) add 1, plus 0.5 for
   the nearest-neighbour rounding: R = 19. The exact-tiling rule (overlap >= 4 R) asks for overlap >= 76.
-* the fake flow (tests/test_infer.py): bicubic x2 (2 LR pixels) then two 3x3 convolutions at HR (1 LR pixel):
+* the fake flow (tests/fakes.py): bicubic x2 (2 LR pixels) then two 3x3 convolutions at HR (1 LR pixel):
   R = 3, so overlap >= 12.
 * the tiny real SRFlow (x4, nb 1, K 1, L 3): measured ~15 LR pixels (RRDB trunk plus the flow's convolutions);
   the test measures it and uses overlap >= 4 (R + 2).
@@ -43,7 +43,7 @@ from restorekit.tiling import (
     weight_sum,
     window_1d,
 )
-from test_infer import FakeFlow, FakePlugin, pipeline, read, run, sample_image, save, srflow_tiny
+from fakes import FakeFlow, FakePlugin, pipeline, read, run, sample_image, save, srflow_tiny
 
 RRDB_RADIUS = 19
 FAKE_FLOW_RADIUS = 3
@@ -158,6 +158,25 @@ def test_pad_to_multiple_reflects_bottom_right() -> None:
     assert torch.equal(y[..., :3, :5], x) and torch.equal(y[0, 0, 3, :5], x[0, 0, 1])
     tiny, _ = pad_to_multiple(torch.ones(1, 1, 1, 1), 4)  # too small to reflect: replicated
     assert tiny.shape == (1, 1, 4, 4) and bool((tiny == 1).all())
+
+
+
+def test_run_padded_runs_any_size_and_crops_back() -> None:
+    """restorekit.run_padded: the one pad -> run -> crop (inference, the fidelity validators, SRFlowNet(lr))."""
+    from restorekit import run_padded
+
+    seen = []
+
+    def nearest_x2(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    lr = torch.rand(2, 3, 5, 7)
+    out = run_padded(nearest_x2, lr, multiple=4, scale=2)
+    assert seen == [(8, 8)] and out.shape == (2, 3, 10, 14)
+    assert torch.equal(out, torch.nn.functional.interpolate(lr, scale_factor=2, mode="nearest"))
+    with pytest.raises(ValueError, match=r"returned shape \(2, 3, 8, 8\) for input \(2, 3, 8, 8\) \(scale 2\)"):
+        run_padded(lambda x: x, lr, multiple=4, scale=2)
 
 
 def test_flow_alignment_and_latent_crops() -> None:
@@ -323,13 +342,3 @@ def test_cli_tiled_rrdb_sr(tmp_path: Path, capsys) -> None:
     assert run([pipeline(tmp_path, tiled, component="rrdb", params=params, name="t.toml")], capsys)[0] == 0
     whole, tile = read(tmp_path / "whole" / "a.png").astype(int), read(tmp_path / "tiled" / "a.png").astype(int)
     assert whole.shape == tile.shape == (80, 88, 3) and np.abs(whole - tile).mean() < 0.5
-
-
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> FakePlugin:
-    import restorekit.cli as cli
-    from test_infer import make_registry
-
-    plugin = FakePlugin()
-    monkeypatch.setattr(cli, "_registry", lambda args: make_registry(plugin))
-    return plugin

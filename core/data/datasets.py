@@ -1,6 +1,7 @@
-"""Image-folder datasets for training and validation, corruptions, and the resumable batch stream.
+"""Image-folder datasets for training and validation, and the resumable batch stream.
 
-* :func:`find_images` lists the images of folders (recursive), files and globs, with their relative names.
+* :func:`find_images` (:mod:`restorekit.data.find`) lists the images of folders (recursive), files and globs,
+  with their relative names; corruptions and augmentations live in :mod:`restorekit.data.corrupt`.
 * :class:`TrainDataset` returns random HR crops of ``target_size`` and their LR (made by a downsampler, or
   cropped from a paired LR folder), augmented by flips / 90-degree rotations and corrupted (blur, noise, JPEG).
   Every random choice of an item comes from a generator seeded by ``(seed, epoch, index)``: the same run seed
@@ -12,216 +13,26 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-import imageio.v3 as iio
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..components import Sample
 from ..errors import UserError
-from ..spec import CorruptSpec, DatasetSpec
-from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_size, read_image
+from ..spec import DatasetSpec
+from .corrupt import augment, check_corrupt, corrupt, item_rng, pad_to
+from .find import ImageEntry, find_images, paired_path
+from .io import DEFAULT_MAX_PIXELS, image_size, read_image
 from .resize import downsample
 
 log = logging.getLogger("restorekit.data")
-
-_GLOB_CHARS = set("*?[")
-
-
-# ----------------------------------------------------------------------------------------------------
-# finding images
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """An image file and its name relative to the folder (or glob root) it was found under."""
-
-    path: Path
-    name: str
-
-
-def _glob_root(pattern: str) -> Path:
-    parts = Path(pattern).parts
-    root: list[str] = []
-    for part in parts:
-        if _GLOB_CHARS & set(part):
-            break
-        root.append(part)
-    return Path(*root) if root else Path(".")
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def find_images(entries: Sequence[Path | str], where: str) -> list[ImageEntry]:
-    """The images of ``entries``: folders (searched recursively), image files, or globs (``**`` allowed).
-
-    Order: entries in the given order, each sorted by name; duplicates dropped. ``where`` names the spec
-    field in errors (``data.train.hq``). An entry that does not exist or holds no image is a :class:`UserError`.
-    """
-    found: list[ImageEntry] = []
-    seen: set[Path] = set()
-    for entry in entries:
-        text = str(entry)
-        p = Path(entry)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if _is_image(f))
-            pairs = [(f, f.relative_to(p).as_posix()) for f in files]
-            if not pairs:
-                raise UserError(
-                    f"{where}: {p}: no images found (looked for {', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
-                )
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise UserError(f"{where}: {p}: not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
-            pairs = [(p, p.name)]
-        elif _GLOB_CHARS & set(text):
-            root = _glob_root(text)
-            files = sorted(Path(f) for f in glob.glob(text, recursive=True) if _is_image(Path(f)))
-            if not files:
-                raise UserError(f"{where}: {text}: the pattern matches no image")
-            pairs = [(f, _relative(f, root)) for f in files]
-        else:
-            raise UserError(f"{where}: {p}: no such file or folder")
-        for path, name in pairs:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(ImageEntry(path, name))
-    return found
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.name
-
-
-def paired_path(lq_root: Path, name: str, where: str) -> Path:
-    """The LR image of ``lq_root`` with the same relative name as an HR image (any image suffix)."""
-    exact = lq_root / name
-    if exact.is_file():
-        return exact
-    stem = (lq_root / name).with_suffix("")
-    for suffix in IMAGE_SUFFIXES:
-        for cand in (stem.with_suffix(suffix), stem.with_suffix(suffix.upper())):
-            if cand.is_file():
-                return cand
-    raise UserError(f"{where}.lq: {lq_root}: no LR image for {name!r} (expected {exact})")
-
-
-# ----------------------------------------------------------------------------------------------------
-# corruptions
-
-
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random generator of one dataset item, a pure function of (seed, epoch, index)."""
-    return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, epoch, index])
-
-
-def gaussian_kernel(sigma: float) -> Tensor:
-    """A normalised 1-D Gaussian of standard deviation ``sigma`` with radius ``ceil(3 sigma)``."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(img: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of a (C,H,W) image, reflect padding (replicate for tiny images)."""
-    if sigma <= 0:
-        return img
-    k = gaussian_kernel(sigma).to(img)
-    r = (k.numel() - 1) // 2
-    c = img.shape[0]
-    x = img[None]
-    mode = "reflect" if min(img.shape[-2:]) > r else "replicate"
-    x = F.pad(x, (r, r, r, r), mode=mode)
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return x[0]
-
-
-def jpeg(img: Tensor, quality: int) -> Tensor:
-    """Re-encode a (3,H,W) image in [0,1] as JPEG of ``quality`` (1..100) through imageio and decode it."""
-    arr = np.round(img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
-    data = iio.imwrite("<bytes>", arr, extension=".jpg", quality=int(quality))
-    out = iio.imread(data, extension=".jpg")
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(out[..., :3].transpose(2, 0, 1))).float() / 255.0
-
-
-def check_corrupt(spec: CorruptSpec, where: str) -> None:
-    """Reject ranges that make no sense for their corruption (one-line :class:`UserError`)."""
-    if spec.blur is not None and spec.blur.low < 0:
-        raise UserError(f"{where}.corrupt.blur.low: sigma must be >= 0 (got {spec.blur.low})")
-    if spec.noise is not None and spec.noise.low < 0:
-        raise UserError(f"{where}.corrupt.noise.low: sigma must be >= 0 (got {spec.noise.low})")
-    if spec.jpeg is not None and not (1 <= spec.jpeg.low and spec.jpeg.high <= 100):
-        raise UserError(f"{where}.corrupt.jpeg: quality must lie in 1..100 (got {spec.jpeg.low}..{spec.jpeg.high})")
-
-
-def corrupt(img: Tensor, spec: CorruptSpec, rng: np.random.Generator) -> Tensor:
-    """Apply blur, then noise, then JPEG to a (3,H,W) image, each with its probability and a value drawn
-    uniformly from its range. Every draw is taken whether or not the corruption applies, so one choice does
-    not shift the others."""
-    for kind in ("blur", "noise", "jpeg"):
-        r = getattr(spec, kind)
-        if r is None:
-            continue
-        apply = rng.random() < r.p
-        value = float(rng.uniform(r.low, r.high))
-        noise_seed = int(rng.integers(0, 2**62))
-        if not apply:
-            continue
-        if kind == "blur":
-            img = gaussian_blur(img, value)
-        elif kind == "noise":
-            g = torch.Generator().manual_seed(noise_seed)
-            img = (img + value * torch.randn(img.shape, generator=g)).clamp(0, 1)
-        else:
-            img = jpeg(img, int(round(min(max(value, 1.0), 100.0))))
-    return img
-
-
-# ----------------------------------------------------------------------------------------------------
-# geometry helpers
-
-
-def pad_to(img: Tensor, height: int, width: int) -> Tensor:
-    """Pad a (C,H,W) image at the bottom/right to at least height x width (reflect, replicate if too small)."""
-    ph, pw = max(0, height - img.shape[-2]), max(0, width - img.shape[-1])
-    if not (ph or pw):
-        return img
-    mode = "reflect" if ph < img.shape[-2] and pw < img.shape[-1] else "replicate"
-    return F.pad(img[None], (0, pw, 0, ph), mode=mode)[0]
-
-
-def augment(imgs: Sequence[Tensor], rng: np.random.Generator, *, flip: bool, rot90: bool) -> list[Tensor]:
-    """The same random horizontal flip and 90-degree rotation applied to every image (both draws always taken)."""
-    do_flip = bool(rng.random() < 0.5)
-    k = int(rng.integers(0, 4))
-    out = list(imgs)
-    if flip and do_flip:
-        out = [t.flip(-1) for t in out]
-    if rot90 and k:
-        out = [torch.rot90(t, k, dims=(-2, -1)) for t in out]
-    return [t.contiguous() for t in out]
-
 
 # ----------------------------------------------------------------------------------------------------
 # training dataset

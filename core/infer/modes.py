@@ -25,7 +25,8 @@ from ..latents import (
     transfer_latents,
     zeros_like_latents,
 )
-from ..plan import Plan, build_network
+from ..padding import run_padded
+from ..plan import Plan, build_network, check_infer_model
 from ..runtime import DistContext, unwrap
 from ..perf import choose_layout, in_layout, maybe_compile
 from ..tiling import (
@@ -39,7 +40,7 @@ from ..tiling import (
     tiled_forward,
 )
 from .inputs import InputReader, Prepared, collect_inputs
-from .slots import FLOW_MODES, HR_INPUT_MODES, REPORT_MODES, SUFFIX, Slot, check_options, check_outputs, make_slots, tname
+from .slots import HR_INPUT_MODES, REPORT_MODES, SUFFIX, Slot, check_outputs, make_slots, tname
 
 
 def batch_shapes(model: Any, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
@@ -73,7 +74,7 @@ class Runner:
     def __init__(self, plan: Plan, networks: Mapping[str, Any] | None) -> None:
         spec = plan.spec.infer
         if spec is None:
-            raise UserError(f"{plan.source}: run.mode = 'infer' needs an [infer] table")
+            raise UserError.at(plan.source, None, "run.mode = 'infer' needs an [infer] table")
         self.plan, self.spec, self.source = plan, spec, plan.source
         env = DistContext.read_env()
         self.rank, self.world = env.rank, env.world
@@ -82,28 +83,16 @@ class Runner:
         self.ext = SUFFIX[spec.format]
         self.seed = plan.spec.run.seed
         self.precision = plan.spec.run.precision
-        check_options(spec, self.source)
         self.items = collect_inputs(spec.inputs, exclude=self.out_dir)
         net_name = spec.network
         self.net_plan = plan.networks[net_name]
         self.component = self.net_plan.component.name
         self.model = self._model(networks)
-        self.scale = int(getattr(self.model, "scale", 0) or 0)
-        if self.scale < 1:
-            raise UserError(f"{self.source}: networks.{net_name}: component {self.component!r} has no integer 'scale'")
+        # the same check --dry-run makes on the meta-device build (the spec's own checks ran in the spec and plan)
+        check_infer_model(spec, self.model, network=net_name, component=self.component, source=self.source)
+        self.scale = int(self.model.scale)
         self.size_multiple = max(1, int(getattr(self.model, "size_multiple", 1) or 1))
         self.flow = isinstance(self.model, FlowModel)
-        tile = spec.tile
-        if tile is not None and round_down(tile.size, self.size_multiple) - tile.overlap < self.size_multiple:
-            raise UserError(
-                f"{self.source}: infer.tile: size ({tile.size}) must exceed overlap ({tile.overlap}) by at least "
-                f"the size multiple of {self.component!r} ({self.size_multiple})"
-            )
-        if spec.mode in FLOW_MODES and not self.flow:
-            raise UserError(
-                f"{self.source}: infer.mode = {spec.mode!r} needs a flow network (encode/decode), but "
-                f"networks.{net_name} is component {self.component!r}, which is not one"
-            )
         self.hr_input = spec.mode in HR_INPUT_MODES or spec.input_is_hr
         self.max_pixels = plan.spec.run.max_pixels
         self.reader = InputReader(self.scale, self.hr_input, self.scale * (self.size_multiple if self.flow else 1),
@@ -112,13 +101,7 @@ class Runner:
         self.ladder = [float(t) for t in spec.nan_ladder]
         if not self.ladder or self.ladder[-1] != 0.0:
             self.ladder.append(0.0)
-        uses_reference = spec.mode in ("latent_transfer", "interpolate")
-        if spec.mode == "latent_transfer" and spec.reference is None:
-            raise UserError(f"{self.source}: infer.reference: latent_transfer needs a reference image")
-        for name, used in (("reference", uses_reference), ("temperature_map", self.flow)):
-            p = getattr(spec, name)
-            if used and p is not None and not Path(p).is_file():
-                raise UserError(f"{self.source}: infer.{name}: {p}: file not found")
+        uses_reference = spec.mode in ("latent_transfer", "interpolate")  # the plan checked the files exist
         self.tmap = None
         if spec.temperature_map is not None and self.flow:
             self.tmap = read_image(spec.temperature_map, max_pixels=self.max_pixels).rgb.mean(0, keepdim=True)[None]
@@ -170,8 +153,8 @@ class Runner:
             lr_shape = self._padded_lr_shape(h, w)
             for ref, tgt in zip(self.ref_latents, batch_shapes(self.model, lr_shape)):
                 if ref.shape[-2] < tgt[-2] or ref.shape[-1] < tgt[-1]:
-                    raise UserError(
-                        f"{self.source}: infer.reference: {self.spec.reference} (HR {self.ref_hw[0]}x{self.ref_hw[1]}) "
+                    raise UserError.at(
+                        self.source, "infer.reference", f"{self.spec.reference} (HR {self.ref_hw[0]}x{self.ref_hw[1]}) "
                         f"is smaller than the target {item.path} (HR {lr_shape[2] * self.scale}x{lr_shape[3] * self.scale}); "
                         "use a reference at least as large as every target"
                     )
@@ -231,21 +214,16 @@ class Runner:
         return [z.float() for z in zs]
 
     def _run_plain(self, lr: Tensor) -> list[Outcome]:
-        h, w = lr.shape[-2:]
         s = self.scale
         if self.spec.tile is not None:
             res = tiled_forward(self.model, lr, tile=self.spec.tile.size, overlap=self.spec.tile.overlap,
                                 scale=s, size_multiple=self.size_multiple)
             out, bad = res.outputs[0], res.nonfinite[0].tolist()
         else:
-            padded, _ = pad_to_multiple(lr, self.size_multiple)
-            full = self.model(padded)
-            if full.dim() != 4 or tuple(full.shape[-2:]) != (padded.shape[-2] * s, padded.shape[-1] * s):
-                raise RuntimeError(
-                    f"{self.component!r} returned shape {tuple(full.shape)} for input {tuple(padded.shape)} "
-                    f"(scale {s})"
-                )
-            out = full[:, :, : h * s, : w * s].float()
+            try:
+                out = run_padded(self.model, lr, multiple=self.size_multiple, scale=s).float()
+            except ValueError as exc:  # the output is not scale x the input
+                raise RuntimeError(f"{self.component!r} {exc}") from None
             bad = (~torch.isfinite(out).flatten(1).all(1)).tolist()
         slot = self.slots[0]
         outcomes = []

@@ -3,17 +3,15 @@ frame) and the checks that no output overwrites an input, a report or another ou
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 from ..errors import UserError
 from ..files import confine
-from ..spec import InferSpec
+from ..spec import FLOW_MODES, InferSpec
 from .inputs import InputItem
 
-FLOW_MODES = frozenset({"sample", "restore", "latent_transfer", "interpolate", "feed_through"})
 HR_INPUT_MODES = frozenset({"restore", "interpolate", "feed_through"})
 REPORT_MODES = frozenset({"sr", "sample", "feed_through", "restore"})
 SUFFIX = {"png": ".png", "tiff": ".tiff", "jpg": ".jpg", "webp": ".webp"}
@@ -70,20 +68,6 @@ def make_slots(spec: InferSpec, *, flow: bool, seed: int, reference: Path | None
     return slots
 
 
-def check_options(s: InferSpec, source: str) -> None:
-    """Temperatures and the NaN ladder finite and >= 0, temperatures distinct, tiles larger than their overlap."""
-    if any(t < 0 or not math.isfinite(t) for t in s.temperatures):
-        raise UserError(f"{source}: infer.temperatures: must be finite and >= 0 (got {s.temperatures})")
-    if len(set(s.temperatures)) != len(s.temperatures):
-        raise UserError(f"{source}: infer.temperatures: duplicate values in {s.temperatures}")
-    if not s.temperatures:
-        raise UserError(f"{source}: infer.temperatures: give at least one temperature")
-    if any(t < 0 or not math.isfinite(t) for t in s.nan_ladder):
-        raise UserError(f"{source}: infer.nan_ladder: must be finite and >= 0 (got {s.nan_ladder})")
-    if s.tile is not None and s.tile.size <= s.tile.overlap:
-        raise UserError(f"{source}: infer.tile: size ({s.tile.size}) must be larger than overlap ({s.tile.overlap})")
-
-
 def check_outputs(items: Sequence[InputItem], slots: Sequence[Slot], out_dir: Path, ext: str,
                   protected_files: Sequence[Path | None], source: str) -> None:
     """No output is an input (or another protected file), a report file, or another image's output."""
@@ -97,16 +81,16 @@ def check_outputs(items: Sequence[InputItem], slots: Sequence[Slot], out_dir: Pa
         for slot in slots:
             out = confine(slot.path(out_dir, item, ext), out_dir, f"{source}: infer: input {item.path}").resolve()
             if out in protected:
-                raise UserError(
-                    f"{source}: infer.output_dir: output {out} would overwrite the input "
+                raise UserError.at(
+                    source, "infer.output_dir", f"output {out} would overwrite the input "
                     f"{protected[out]}; choose another output folder"
                 )
             if out in reports:
-                raise UserError(f"{source}: infer: input {item.path} would write {out.name}, a report file")
+                raise UserError.at(source, "infer", f"input {item.path} would write {out.name}, a report file")
             if out in seen:
-                raise UserError(f"{source}: infer.inputs: {seen[out]} and {item.path} both map to the output {out}")
+                raise UserError.at(source, "infer.inputs", f"{seen[out]} and {item.path} both map to the output {out}")
             seen[out] = item.path
 
 
-__all__ = ["FLOW_MODES", "HR_INPUT_MODES", "REPORT_FILES", "REPORT_MODES", "SUFFIX", "Slot", "check_options",
+__all__ = ["FLOW_MODES", "HR_INPUT_MODES", "REPORT_FILES", "REPORT_MODES", "SUFFIX", "Slot",
            "check_outputs", "make_slots", "tname"]

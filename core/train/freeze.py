@@ -65,11 +65,12 @@ class Freeze:
         return count
 
 
-def _check_prefixes(prefixes: Any, names: list[str], where: str) -> None:
+def _check_prefixes(prefixes: Any, names: list[str], source: str, field: str) -> None:
     for prefix in prefixes:
         if not any(n.startswith(prefix) for n in names):
             tops = sorted({n.split(".", 1)[0] for n in names})
-            raise UserError(f"{where}: no parameter name starts with {prefix!r} (top-level modules: {', '.join(tops[:12])})")
+            raise UserError.at(source, field, f"no parameter name starts with {prefix!r} "
+                                              f"(top-level modules: {', '.join(tops[:12])})")
 
 
 def make_freeze(name: str, spec: NetworkSpec, optimised: bool, net: nn.Module, source: str) -> Freeze:
@@ -79,7 +80,7 @@ def make_freeze(name: str, spec: NetworkSpec, optimised: bool, net: nn.Module, s
     prefixes: tuple[str, ...] = ()
     if spec.trainable_only:
         _check_prefixes(spec.trainable_only, [n for n, _ in net.named_parameters()],
-                        f"{source}: networks.{name}.trainable_only")
+                        source, f"networks.{name}.trainable_only")
         prefixes = tuple(spec.trainable_only)
         mode: Mode = "partial"
     elif not spec.trainable:
@@ -93,7 +94,7 @@ def check_only(steps: list[StepPlan], networks: Mapping[str, nn.Module], source:
     """Every ``steps.<name>.only`` prefix names parameters of the step's networks."""
     for sp in steps:
         names = [pn for n in sp.spec.networks for pn, _ in networks[n].named_parameters()]
-        _check_prefixes(getattr(sp.spec, "only", None) or [], names, f"{source}: steps.{sp.name}.only")
+        _check_prefixes(getattr(sp.spec, "only", None) or [], names, source, f"steps.{sp.name}.only")
 
 
 def excluded_params(sp: StepPlan, networks: Mapping[str, nn.Module]) -> list[nn.Parameter]:
@@ -142,8 +143,8 @@ class Unfreezer:
             if rule is None or rule.metric is None or fr.mode in ("full", "fixed"):
                 continue
             if rule.metric not in metrics:
-                raise UserError(
-                    f"{self.source}: networks.{fr.name}.unfreeze.metric: {rule.metric!r} is not a validation metric "
+                raise UserError.at(
+                    self.source, f"networks.{fr.name}.unfreeze.metric", f"{rule.metric!r} is not a validation metric "
                     f"(available: {', '.join(sorted(k for k in metrics if not k.startswith('_')))})"
                 )
             value = float(metrics[rule.metric])

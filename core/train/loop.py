@@ -23,7 +23,7 @@ from .freeze import Unfreezer, check_only, make_freeze
 from .logging import METRICS_FILE, RunLog, Totals, progress_postfix
 from .persist import resume_training, save_training
 from .schedules import active, apply_lr
-from .setup import amp_dtype, build_component, build_trained_network, check_spec, geometry, make_optimizers
+from .setup import amp_dtype, build_component, build_trained_network, geometry, make_optimizers
 from .state import TrainingState
 from .step import StepRunner, detach
 from .validation import Validation, image_grid, update_best
@@ -43,7 +43,6 @@ class Trainer:
     """Runs the training of a :class:`Plan` (see :mod:`restorekit.train`). Use :func:`restorekit.train.train`."""
 
     def __init__(self, plan: Plan, ctx: DistContext, device: torch.device) -> None:
-        check_spec(plan)
         self.plan, self.spec, self.ctx, self.device, self.source = plan, plan.spec, ctx, device, plan.source
         assert plan.spec.train is not None and plan.spec.data.train is not None
         self.cfg: TrainSpec = plan.spec.train
@@ -53,7 +52,7 @@ class Trainer:
         self.state = TrainingState()
         self.last_loss: float | None = None
         self.last_saved: int | None = None
-        amp = amp_dtype(self.spec.run.precision, device, self.source)
+        amp = amp_dtype(self.spec.run.precision)
 
         seed_everything(self.seed)
         self.networks: dict[str, nn.Module] = {
@@ -115,8 +114,8 @@ class Trainer:
         if candidates is None:
             earlier = checkpoint_dirs(self.out / CHECKPOINTS)
             if earlier:
-                raise UserError(
-                    f"{self.source}: run.output_dir: {self.out} already holds checkpoints of an earlier run (newest "
+                raise UserError.at(
+                    self.source, "run.output_dir", f"{self.out} already holds checkpoints of an earlier run (newest "
                     f"step_{earlier[-1][0]}); continue it with --resume (train.resume = \"auto\") or choose another "
                     "output_dir"
                 )
@@ -167,8 +166,8 @@ class Trainer:
         found = sorted(p.name for p in self.out.iterdir()
                        if p.is_file() and (p.name == METRICS_FILE or p.name.endswith(".safetensors")))
         if found:
-            raise UserError(
-                f"{self.source}: run.output_dir: {self.out} already holds results of an earlier run "
+            raise UserError.at(
+                self.source, "run.output_dir", f"{self.out} already holds results of an earlier run "
                 f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}) and no checkpoint to resume; choose "
                 "another output_dir, or move those files away"
             )
@@ -301,7 +300,8 @@ class Trainer:
         else:
             batch = self.dataset.item(0, 0)
             lq, hq = batch["lq"][None].to(self.device), batch["hq"][None].to(self.device)
-        grid: Tensor = image_grid(self.eval_model(name), lq, hq, self.cfg.image_temperatures, self.seed * 7919 + step)
+        grid: Tensor = image_grid(self.eval_model(name), lq, hq, self.cfg.image_temperatures,
+                                  (self.seed * 7919 + step) & 0x7FFFFFFFFFFFFFFF)
         write_image(self.out / "images" / f"step_{step:07d}.png", grid)
         self.log.image(step, "images/lr_sr_hr", grid)
 

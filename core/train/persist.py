@@ -119,7 +119,7 @@ def read_checkpoint(t: Trainer, folder: Path) -> CheckpointData:
         raise UnreadableCheckpoint(f"{folder / STATE_FILE}: not a restorekit training state")
     names = {n: p.component.name for n, p in t.plan.networks.items()}
     if meta.get("networks") != names:
-        raise UserError(f"{t.source}: train.resume: {folder} holds networks {meta.get('networks')}, the spec has {names}")
+        raise UserError.at(t.source, "train.resume", f"{folder} holds networks {meta.get('networks')}, the spec has {names}")
 
     def weights(name: str, file: str) -> dict[str, torch.Tensor]:
         sd = read_state_dict(folder / file)
@@ -182,10 +182,10 @@ def resume_training(t: Trainer, folders: list[Path], *, fallback: bool = True) -
         try:
             ck = read_checkpoint(t, folder)
         except UnsafeCheckpoint as exc:
-            raise UserError(f"{t.source}: train.resume: {exc}") from None
+            raise UserError.at(t.source, "train.resume", exc) from None
         except UnreadableCheckpoint as exc:
             if not fallback:
-                raise UserError(f"{t.source}: train.resume: {exc}") from None
+                raise UserError.at(t.source, "train.resume", exc) from None
             skipped.append((folder, str(exc)))
             if t.ctx.main:
                 print(f"restore-run: warning: train.resume: skipped {folder.name}: {exc}", file=sys.stderr)
@@ -193,7 +193,7 @@ def resume_training(t: Trainer, folders: list[Path], *, fallback: bool = True) -
         apply_checkpoint(t, ck)
         return folder, skipped
     listed = "; ".join(f"{f.name}: {why}" for f, why in skipped)
-    raise UserError(f"{t.source}: train.resume: no readable checkpoint ({listed})")
+    raise UserError.at(t.source, "train.resume", f"no readable checkpoint ({listed})")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,16 +7,13 @@ from typing import Iterable
 
 import torch
 
-from ..errors import UserError
 from ..spec import Schedule, ScheduleSpec
 
 
 def resolve_milestones(spec: ScheduleSpec, total: int) -> list[int]:
     """Milestones in absolute steps: values >= 1 are steps, values < 1 fractions of ``total``."""
     out = []
-    for m in spec.milestones:
-        if m < 0:
-            raise UserError(f"train.schedule.milestones: {m} is negative")
+    for m in spec.milestones:  # >= 0: checked by the spec
         out.append(int(m) if m >= 1 else int(round(m * total)))
     return sorted(out)
 

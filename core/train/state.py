@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -11,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def _no_best() -> dict[str, Any]:
@@ -64,22 +64,20 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-class EMA:
-    """Exponential moving average of a network's parameters (buffers copied). Created from the network at
-    its first update, so data-dependent initialisations (ActNorm) are not averaged with their start values."""
+class EMA(AveragedModel):
+    """Exponential moving average of a network's weights: torch's :class:`~torch.optim.swa_utils.AveragedModel`
+    with :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn` (``ema ← ema + (1 − decay)·(w − ema)``), buffers
+    averaged too. Created from the network at its first update (a copy of its weights then), so data-dependent
+    initialisations (ActNorm) are not averaged with their start values. ``module`` holds the averaged network."""
 
     def __init__(self, net: nn.Module, decay: float) -> None:
+        super().__init__(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.decay = decay
-        self.module = copy.deepcopy(net)
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self.requires_grad_(False)
+        self.update_parameters(net)  # the first update copies
 
-    @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        for e, p in zip(self.module.parameters(), net.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
-        for e, b in zip(self.module.buffers(), net.buffers()):
-            e.copy_(b)
+        self.update_parameters(net)
 
 
 __all__ = ["EMA", "TrainingState", "rng_state", "set_rng_state"]

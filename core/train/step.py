@@ -121,11 +121,10 @@ class StepRunner:
             params = [p for p in self.networks[name].parameters() if p.grad is not None]
             if not params:
                 continue
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
-            if self.cfg.clip_grad is not None and torch.isfinite(norm):
-                coef = (self.cfg.clip_grad / (norm + 1e-6)).clamp(max=1.0)
-                for p in params:
-                    p.grad.detach().mul_(coef.to(p.grad.dtype))
+            if self.cfg.clip_grad is not None:
+                norm = nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
+            else:
+                norm = nn.utils.get_total_norm([p.grad for p in params])
             norms[name] = float(norm)
         return norms
 

@@ -74,8 +74,8 @@ def update_best(state: TrainingState, metrics: Mapping[str, float], name: str | 
     if name is None:
         return False
     if name not in metrics:
-        raise UserError(
-            f"{source}: train.best_metric: {name!r} is not a validation metric "
+        raise UserError.at(
+            source, "train.best_metric", f"{name!r} is not a validation metric "
             f"(available: {', '.join(sorted(k for k in metrics if not k.startswith('_')))})"
         )
     value = float(metrics[name])
