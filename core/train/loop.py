@@ -12,16 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import CHECKPOINTS, checkpoint_dirs, clean_temporaries, newest_checkpoint, save_generator
+from ..checkpoint import CHECKPOINTS, clean_temporaries, newest_checkpoint, save_generator
 from ..data.datasets import BatchStream, TrainDataset
-from ..errors import UserError
 from ..files import confine, holds_lock
 from ..plan import Plan
 from ..runtime import DistContext, NetworkView, seed_everything
 from ..spec import TrainSpec
 from .freeze import Unfreezer, check_only, make_freeze
-from .logging import METRICS_FILE, RunLog, Totals, progress_postfix
-from .persist import resume_training, save_training
+from .logging import RunLog, Totals, progress_postfix
+from .persist import refuse_earlier_run, resume_candidates, resume_training, save_training
 from .schedules import active, apply_lr
 from .setup import amp_dtype, build_component, build_trained_network, geometry, make_optimizers
 from .state import TrainingState
@@ -108,18 +107,11 @@ class Trainer:
     # -- running ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Resume (if asked), train to ``train.steps``, validate, save; see :func:`restorekit.train.train`."""
-        candidates = self._resume_dirs()
+        candidates = resume_candidates(self.cfg.resume, self.out)
         resume: Path | None = None
         skipped: list[tuple[Path, str]] = []
         if candidates is None:
-            earlier = checkpoint_dirs(self.out / CHECKPOINTS)
-            if earlier:
-                raise UserError.at(
-                    self.source, "run.output_dir", f"{self.out} already holds checkpoints of an earlier run (newest "
-                    f"step_{earlier[-1][0]}); continue it with --resume (train.resume = \"auto\") or choose another "
-                    "output_dir"
-                )
-            self._refuse_earlier_results()
+            refuse_earlier_run(self.out, self.source)
             if self.cfg.resume == "auto" and self.ctx.main:
                 print(f"train.resume = 'auto': no checkpoint in {self.out / CHECKPOINTS}, starting fresh", file=sys.stderr)
         removed = (clean_temporaries(self.out / CHECKPOINTS, all_stale=holds_lock(self.out))
@@ -146,31 +138,6 @@ class Trainer:
             return self._loop()
         finally:
             self.log.close()
-
-    def _resume_dirs(self) -> list[Path] | None:
-        """The checkpoints to resume from, newest first (``auto``: every complete one, so that an unreadable newest
-        one falls back to the previous); None for a fresh start."""
-        r = self.cfg.resume
-        if r == "never":
-            return None
-        if r == "auto":
-            found = [d for _, d in reversed(checkpoint_dirs(self.out / CHECKPOINTS))]
-            return found or None
-        return [Path(r)]
-
-    def _refuse_earlier_results(self) -> None:
-        """A fresh run never replaces an earlier run's results (its checkpoints deleted, its generator files and
-        metrics.jsonl still there): one line, nothing touched."""
-        if not self.out.is_dir():
-            return
-        found = sorted(p.name for p in self.out.iterdir()
-                       if p.is_file() and (p.name == METRICS_FILE or p.name.endswith(".safetensors")))
-        if found:
-            raise UserError.at(
-                self.source, "run.output_dir", f"{self.out} already holds results of an earlier run "
-                f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}) and no checkpoint to resume; choose "
-                "another output_dir, or move those files away"
-            )
 
     def _loop(self) -> TrainResult:
         from tqdm import tqdm

@@ -18,6 +18,7 @@ from ..checkpoint import (
     STATE_FILE,
     UnreadableCheckpoint,
     UnsafeCheckpoint,
+    checkpoint_dirs,
     prune_checkpoints,
     read_state_dict,
     safe_torch_load,
@@ -27,6 +28,7 @@ from ..checkpoint import (
 from ..files import write_text
 from ..errors import UserError
 from ..runtime import seed_everything
+from .logging import METRICS_FILE
 from .state import EMA, rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -196,10 +198,43 @@ def resume_training(t: Trainer, folders: list[Path], *, fallback: bool = True) -
     raise UserError.at(t.source, "train.resume", f"no readable checkpoint ({listed})")
 
 
+def resume_candidates(resume: str | Path, out: Path) -> list[Path] | None:
+    """The checkpoints to resume from, newest first (``auto``: every complete one, so that an unreadable newest
+    one falls back to the previous); None for a fresh start."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = [d for _, d in reversed(checkpoint_dirs(out / CHECKPOINTS))]
+        return found or None
+    return [Path(resume)]
+
+
+def refuse_earlier_run(out: Path, source: str) -> None:
+    """A fresh run never replaces an earlier run's checkpoints or results (its checkpoints deleted, its generator
+    files and metrics.jsonl still there): one line, nothing touched."""
+    earlier = checkpoint_dirs(out / CHECKPOINTS)
+    if earlier:
+        raise UserError.at(
+            source, "run.output_dir", f"{out} already holds checkpoints of an earlier run (newest "
+            f"step_{earlier[-1][0]}); continue it with --resume (train.resume = \"auto\") or choose another "
+            "output_dir"
+        )
+    if not out.is_dir():
+        return
+    found = sorted(p.name for p in out.iterdir()
+                   if p.is_file() and (p.name == METRICS_FILE or p.name.endswith(".safetensors")))
+    if found:
+        raise UserError.at(
+            source, "run.output_dir", f"{out} already holds results of an earlier run "
+            f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}) and no checkpoint to resume; choose "
+            "another output_dir, or move those files away"
+        )
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (text or type(exc).__name__)[:200]
 
 
-__all__ = ["CheckpointData", "apply_checkpoint", "load_training", "read_checkpoint", "resume_training",
-           "save_training"]
+__all__ = ["CheckpointData", "apply_checkpoint", "load_training", "read_checkpoint", "refuse_earlier_run",
+           "resume_candidates", "resume_training", "save_training"]
