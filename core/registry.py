@@ -336,6 +336,7 @@ class PluginRegistry:
                     continue
                 # one plugin at a time, through pluggy's hook caller (so --trace-plugins sees the call)
                 others = [p for n, p in self.pm.list_name_plugin() if n != info.name and p is not None]
+                self.pm.trace.root.get("plugin")(info.name)  # names the plugin of the hook call traced next
                 try:
                     results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
                     comps = self._check_components(kind, results[0] if results else None)

@@ -114,8 +114,8 @@ def test_process_memory_measures_the_path_in_a_fresh_process(tmp_path: Path) -> 
 
 
 def test_train_rows_compare_the_training_step_with_the_plain_one() -> None:
-    cfg = bench.BenchConfig(samples=0, repeats=1, warmup=0, memory=True, memory_mode="sampled", train=True)
-    rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 2, cfg,
+    cfg = bench.BenchConfig(samples=0, repeats=1, warmup=0, memory=False, train=True)
+    rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 1, cfg,
                           lambda _m: None)
     by = {r.path: r for r in rows}
     assert {"forward", "train", "train-ckpt", "bicubic"} <= set(by)
@@ -123,5 +123,5 @@ def test_train_rows_compare_the_training_step_with_the_plain_one() -> None:
         r = by[path]
         # the first loss of the fast step equals a fresh plain copy's (same weights, same batch, RRDB frozen)
         assert r.max_abs_diff is not None and r.max_abs_diff <= 1e-4
-        assert r.ms > 0 and r.plain_ms is not None and r.plain_ms > 0 and r.peak_mb is not None
+        assert r.ms > 0 and r.plain_ms is not None and r.plain_ms > 0 and r.speedup_vs_plain is not None
         assert "adam=fused" in r.note or "adam=foreach" in r.note

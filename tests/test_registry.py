@@ -318,6 +318,8 @@ def test_trace_prints_every_hook_call(monkeypatch, capsys) -> None:
     calls = [line for line in err.splitlines() if line.strip() == "restorekit_generators [hook]"]
     results = [line for line in err.splitlines() if line.strip().startswith("finish restorekit_generators -->")]
     assert len(calls) == 2 and "name='a'" in results[0] and "name='b'" in results[1]
+    assert [line.strip() for line in err.splitlines() if line.strip().endswith("[plugin]")] == [
+        "first [plugin]", "second [plugin]"]
     monkeypatch.setenv("RESTOREKIT_TRACE_PLUGINS", "0")
     quiet = PluginRegistry()
     quiet.register(Provider("a"), "first")

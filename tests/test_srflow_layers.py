@@ -215,6 +215,28 @@ def test_nll_is_bits_per_pixel_of_logdet_and_top_z(net: SRFlowNet) -> None:
     assert not torch.equal(dequant.latents[-1], enc.latents[-1])  # real noise moves the latents
 
 
+def test_the_architecture_is_a_plain_module() -> None:
+    """arch.py knows nothing of restorekit: it imports none of it and raises ValueError; SRFlowNet (the plugin layer)
+    turns that into a one-line UserError and draws random latents with restorekit's sampler."""
+    import ast
+
+    import restorekit_srflow.arch as arch
+
+    tree = ast.parse(Path(arch.__file__).read_text())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m == "restorekit" or m.startswith("restorekit.")]
+    assert "UserError" not in Path(arch.__file__).read_text()
+    bare = arch.SRFlowArch(**SMALL).eval()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="LR size 3x4"):
+            bare.decode(torch.rand(1, 3, 3, 4))
+        with pytest.raises(ValueError, match="draws no random latents"):
+            bare.decode(torch.rand(1, 3, 4, 4), temperature=0.5)
+        zero = bare.decode(torch.rand(1, 3, 4, 4))  # temperature 0 needs no sampler: zero latents
+    assert zero.shape == (1, 3, 16, 16) and issubclass(SRFlowNet, arch.SRFlowArch)
+
+
 def test_invalid_sizes_are_one_line_errors_naming_valid_sizes(net: SRFlowNet) -> None:
     with pytest.raises(UserError) as info:
         net.encode(torch.rand(1, 3, 20, 28), torch.rand(1, 3, 5, 7))

@@ -17,6 +17,10 @@ Outputs go to ``infer.output_dir`` (default ``<run.output_dir>/infer``) with ``s
 one record per output image: temperature, sample, seed, fallback). With ``input_is_hr`` the sr/sample/feed_through/
 restore modes also write ``comparison.png`` and ``metrics.md``/``metrics.json`` (PSNR/SSIM, RGB and Y, vs HR).
 See ``docs/inference.md``.
+
+Modules: :mod:`.inputs` (finding and reading inputs), :mod:`.slots` (each mode's outputs), :mod:`.modes` (the
+:class:`~restorekit.infer.modes.Runner`: model, modes, tiling, NaN ladder), :mod:`.sink` (writing outputs, records,
+the summary), :mod:`.reports` (metrics and comparison grid), :mod:`.imaging` (bicubic, quantisation, GIF).
 """
 
 from __future__ import annotations
