@@ -101,21 +101,25 @@ def _network_table(model: str, registry: Any) -> dict[str, Any]:
 
 
 def _is_flow(plan: Any) -> bool:
-    """Whether the network offers encode/decode/latent_shapes: read off the class ``build`` is annotated to return
-    (no weights made), else from a module built on the meta device."""
+    """Whether the network is a :class:`~restorekit.FlowModel`. Read off the class ``build`` is annotated to return
+    (no weights made): the class has the protocol's methods (``scale`` and ``size_multiple`` are set per instance,
+    so ``isinstance`` needs an instance); else ``isinstance`` of a module built on the meta device."""
     import typing
 
     import torch
+
+    from .components import FlowModel
 
     net = plan.networks["generator"]
     try:
         target: Any = typing.get_type_hints(net.component.build).get("return")
     except Exception:  # noqa: BLE001 - unresolvable annotations: build one
         target = None
-    if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
-        with torch.device("meta"):
-            target = net.component.build(net.params)
-    return all(callable(getattr(target, m, None)) for m in ("encode", "decode", "latent_shapes"))
+    if isinstance(target, type) and issubclass(target, torch.nn.Module):
+        methods = [n for n, v in vars(FlowModel).items() if callable(v) and not n.startswith("_")]
+        return all(callable(getattr(target, m, None)) for m in methods)
+    with torch.device("meta"):
+        return isinstance(net.component.build(net.params), FlowModel)
 
 
 # ----------------------------------------------------------------------------------------------------

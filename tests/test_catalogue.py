@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import json
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -192,7 +193,7 @@ def test_cache_dir_follows_restorekit_home_then_xdg(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(cat.ENV_HOME, str(tmp_path / "rk"))
     assert cat.cache_dir() == tmp_path / "rk"
     monkeypatch.delenv(cat.ENV_HOME)
-    monkeypatch.setattr(cat.sys, "platform", "linux")
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cat.cache_dir() == tmp_path / "xdg" / "restorekit"
     monkeypatch.delenv("XDG_CACHE_HOME")
@@ -393,7 +394,7 @@ def test_bundled_entries_load_from_the_package_folder(
     folder = tmp_path / "pkg_models"
     folder.mkdir()
     save_generator(folder / "b.safetensors", net, "rrdb", params.model_dump())
-    monkeypatch.setattr(cat, "bundled_dir", lambda: folder)
+    monkeypatch.setattr(cat.cache, "bundled_dir", lambda: folder)  # where model_path looks it up
     e = entry("b", bundled="b.safetensors", params={}, parameters=cat.count_parameters(net))
     extra = catalogue_file(tmp_path, e)
     loaded = restorekit.load("b", catalogue=extra, registry=registry)

@@ -122,7 +122,7 @@ def test_no_model_uses_bundled_srflow_at_temperature_zero(tmp_path: Path, srflow
     folder = tmp_path / "pkg"
     folder.mkdir()
     (folder / "bundled-srflow-x4.safetensors").write_bytes(srflow_ckpt.read_bytes())
-    monkeypatch.setattr(cat, "bundled_dir", lambda: folder)
+    monkeypatch.setattr(cat.cache, "bundled_dir", lambda: folder)  # where model_path looks it up
     img = sample_png(size=16)
     code, text, err = run(["--input", str(img), "--output", str(tmp_path / "o"), "--print-spec"], registry, capsys)
     assert code == 0, err

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..perf import fused_optimizer
+from ..perf import fused_optimizer, lean_training
 from ..plan import ComponentPlan, NetworkPlan, StepPlan, build_network
 
 
@@ -41,6 +41,7 @@ def amp_dtype(precision: str) -> torch.dtype | None:
 def build_trained_network(net_plan: NetworkPlan, device: torch.device, gradient_checkpointing: bool) -> nn.Module:
     """The network in train mode, with gradient checkpointing switched on where a module offers it."""
     net = build_network(net_plan, device)
+    lean_training(net)  # e.g. SRFlow's ActNorm folded into its coupling convolutions: same function, less memory
     if gradient_checkpointing:
         for m in net.modules():
             if hasattr(m, "gradient_checkpointing"):

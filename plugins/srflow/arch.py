@@ -20,9 +20,14 @@ import torch.nn.functional as F
 from restorekit_rrdb import RRDBNet, bicubic_upsample
 from torch import Tensor, nn
 
-from .layers import CouplingCond, FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
+from .layers import ActNorm, CouplingCond, FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
 
 _FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
+
+
+def _initialised(layer: nn.Module) -> bool:
+    """Whether every ActNorm inside ``layer`` has its parameters (from data or a checkpoint)."""
+    return all(m.initialized for m in layer.modules() if isinstance(m, ActNorm))
 
 
 def _fp16_autocast(x: Tensor) -> bool:
@@ -333,7 +338,9 @@ class SRFlowArch(nn.Module):
 
     def _step(self, index: int, layer: FlowStep, x: Tensor, logdet: Tensor, reverse: bool,
               cond: LevelCond, level: int) -> tuple[Tensor, Tensor]:
-        if self._gradient_checkpointing and self.training and torch.is_grad_enabled():
+        # a step whose ActNorms still initialise from data runs unchecked once: the recomputation in backward
+        # would otherwise see initialised layers and take other paths (e.g. the folded ActNorm)
+        if self._gradient_checkpointing and self.training and torch.is_grad_enabled() and _initialised(layer):
             from torch.utils.checkpoint import checkpoint
 
             def run(x: Tensor, logdet: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:

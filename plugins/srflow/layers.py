@@ -198,12 +198,30 @@ class Conv2dActNorm(nn.Conv2d):
     """``CA(a→b, k)``: a k×k convolution without bias ("same" zero padding) followed by an ActNorm whose logdet
     is not part of the flow's. Weights start N(0, 0.05²), the ActNorm from data."""
 
+    fold_actnorm: bool = False
+    """Training fast path (set by restorekit's trainer on every module that has it): while gradients are recorded
+    and the ActNorm is initialised, run ``conv(x, W·s) + b·s`` (s = exp(logs)) instead of ``(conv(x, W) + b)·s`` —
+    the same function, but autograd keeps no copy of the convolution's output for the scale's gradient, which
+    halves the activations the coupling networks store."""
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         nn.init.normal_(self.weight, 0.0, 0.05)
         self.actnorm = ActNorm(out_channels)
 
+    def folding(self) -> bool:
+        """Whether :attr:`fold_actnorm` applies to this call."""
+        return self.fold_actnorm and self.actnorm.initialized and torch.is_grad_enabled()
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """``(W·s, b·s)``: the convolution with the ActNorm folded in."""
+        s = torch.exp(self.actnorm.logs)
+        return self.weight * s.view(-1, 1, 1, 1), (self.actnorm.bias * s).flatten()
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if self.folding():
+            w, b = self.folded()
+            return F.conv2d(x, w, b, self.stride, self.padding)
         return self.actnorm(super().forward(x))[0]
 
     def split_input_conv(self, head_channels: int, head: Tensor, tail: Tensor | None) -> Tensor:
@@ -287,7 +305,12 @@ class CondAffineCoupling(nn.Module):
         """The latent-independent terms for the conditional map ``u`` (see :class:`CouplingCond`)."""
         shift_f, scale_f = self._shift_scale(self.fFeatures(u))
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
-        return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)), first.tail_conv(self.c1, u))
+        if first.folding():  # the ActNorm folded in: affine_cond is then scaled and biased already
+            w, b = first.folded()
+            affine = F.conv2d(u, w[:, self.c1 :], b, first.stride, first.padding)
+        else:
+            affine = first.tail_conv(self.c1, u)
+        return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)), affine)
 
     def cond_key(self) -> tuple[Any, ...]:
         """Changes whenever a parameter that :meth:`cond_terms` reads changes (for caches of its result)."""
@@ -295,7 +318,11 @@ class CondAffineCoupling(nn.Module):
 
     def _affine(self, x1: Tensor, terms: CouplingCond) -> tuple[Tensor, Tensor]:
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
-        h = first.actnorm(first.split_input_conv(self.c1, x1, None) + terms.affine_cond)[0]
+        if first.folding():
+            w, _ = first.folded()
+            h = F.conv2d(x1, w[:, : self.c1], None, first.stride, first.padding) + terms.affine_cond
+        else:
+            h = first.actnorm(first.split_input_conv(self.c1, x1, None) + terms.affine_cond)[0]
         for layer in list(self.fAffine)[1:]:
             h = layer(h)
         return self._shift_scale(h)

@@ -1,25 +1,19 @@
-"""Plugin manager: entry points, registry.toml, conflicts and broken-plugin isolation.
-
-Nothing here runs at import time: :meth:`PluginRegistry.load` (or the tests' own registrations) builds a
-fresh registry per run.
-"""
+"""The plugin manager: plugins loaded from entry points (switches and checks from the registry config), registered
+directly, their hooks called one plugin at a time (a broken plugin is isolated and named), components looked up."""
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import os
 import sys
-import tomllib
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel
 
-from . import hookspecs
-from .components import (
+from .. import hookspecs
+from ..components import (
     KINDS,
     Component,
     GeneratorComponent,
@@ -28,10 +22,12 @@ from .components import (
     LossComponent,
     ValidatorComponent,
 )
-from .errors import PluginWarning, UserError, where
+from ..errors import PluginWarning, where
+from .config import PACKAGED, RegistryConfig, RegistryError, default_registry_config
+from .info import PluginInfo, Resolved, did_you_mean, one_line
+from .resolve import resolve
 
 GROUP = "restorekit.plugins"
-ENV_REGISTRY = "RESTOREKIT_REGISTRY"
 ENV_LOAD = "RESTOREKIT_LOAD_PLUGINS"
 ENV_TRACE = "RESTOREKIT_TRACE_PLUGINS"
 
@@ -47,167 +43,6 @@ COMPONENT_TYPES: dict[Kind, type[Component[Any]]] = {
     "loss": LossComponent,
     "validator": ValidatorComponent,
 }
-PLURAL: dict[Kind, str] = {"generator": "generators", "injector": "injectors", "loss": "losses", "validator": "validators"}
-
-
-# ----------------------------------------------------------------------------------------------------
-# registry.toml
-
-PACKAGED = "registry.toml (shipped with restorekit)"
-
-
-class CatalogueEntry(BaseModel):
-    """One plugin in a registry file. In a user file every field is optional: only the fields written there are
-    laid over the shipped entry (``[plugins.srflow] enabled = false`` is a complete overlay)."""
-
-    model_config = ConfigDict(extra="forbid")
-    entry_point: str | None = Field(None, description="module[:object] the entry point names")
-    distribution: str = Field("restorekit", description="The distribution that ships it")
-    summary: str = Field("", description="One line")
-    enabled: bool = Field(True, description="false turns the plugin off")
-    generators: list[str] = Field(default_factory=list)
-    injectors: list[str] = Field(default_factory=list)
-    losses: list[str] = Field(default_factory=list)
-    validators: list[str] = Field(default_factory=list)
-
-    def provides(self, kind: Kind) -> list[str]:
-        return list(getattr(self, PLURAL[kind]))
-
-
-class RegistryConfig(BaseModel):
-    """registry.toml: the catalogue of known plugins, switches, and pins for name clashes.
-
-    Remembers which file set each plugin entry and pin (:meth:`origin`), so that an error names the file that
-    holds the mistake.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    plugins: dict[str, CatalogueEntry] = Field(default_factory=dict)
-    pins: dict[Literal["generator", "injector", "loss", "validator"], dict[str, str]] = Field(
-        default_factory=dict, description="kind -> component name -> plugin that provides it"
-    )
-    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
-    _files: list[str] = PrivateAttr(default_factory=list)
-
-    def origin(self, key: str) -> str:
-        """The file that set ``plugins.<name>[.<field>]`` or ``pins.<kind>.<name>``."""
-        parts = key.split(".")
-        for n in range(len(parts), 0, -1):
-            found = self._origins.get(".".join(parts[:n]))
-            if found is not None:
-                return found
-        return "registry config"
-
-    @property
-    def user_files(self) -> list[str]:
-        """The user's registry files laid over the shipped one, in order."""
-        return [f for f in self._files if f != PACKAGED]
-
-    def with_source(self, source: str) -> "RegistryConfig":
-        """Mark every setting of this config as coming from ``source``."""
-        self._files = [source]
-        self._origins = {}
-        for name, entry in self.plugins.items():
-            self._origins[f"plugins.{name}"] = source
-            for f in entry.model_fields_set:
-                self._origins[f"plugins.{name}.{f}"] = source
-        for kind, pins in self.pins.items():
-            for comp in pins:
-                self._origins[f"pins.{kind}.{comp}"] = source
-        return self
-
-    def merged(self, other: "RegistryConfig") -> "RegistryConfig":
-        """``other`` laid over this config: a plugin entry of ``other`` replaces only the fields it sets."""
-        plugins = dict(self.plugins)
-        for name, entry in other.plugins.items():
-            base = plugins.get(name)
-            update = {f: getattr(entry, f) for f in entry.model_fields_set}
-            plugins[name] = base.model_copy(update=update) if base is not None else entry
-        pins = {k: {**self.pins.get(k, {}), **other.pins.get(k, {})} for k in {*self.pins, *other.pins}}
-        out = RegistryConfig(plugins=plugins, pins=pins)
-        out._origins = {**self._origins, **other._origins}
-        out._files = [*self._files, *other._files]
-        return out
-
-
-def packaged_registry_path() -> Path:
-    return Path(__file__).with_name("registry.toml")
-
-
-def read_registry_config(path: Path, *, source: str | None = None) -> RegistryConfig:
-    """A registry file; its settings remember ``source`` (default: the path) as their origin."""
-    from .spec import format_validation_error
-
-    if not path.is_file():
-        raise UserError.at(path, None, "registry file not found")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError.at(path, None, f"TOML syntax error: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError.at(path, None, f"cannot read ({exc})") from None
-    try:
-        config = RegistryConfig.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, str(path), model=RegistryConfig)) from None
-    return config.with_source(source or str(path))
-
-
-def default_registry_config(user_file: str | os.PathLike[str] | None = None) -> RegistryConfig:
-    """The packaged catalogue, overlaid with ``user_file`` (or ``$RESTOREKIT_REGISTRY``)."""
-    base = packaged_registry_path()
-    config = read_registry_config(base, source=PACKAGED) if base.is_file() else RegistryConfig()
-    user = user_file or os.environ.get(ENV_REGISTRY)
-    if user:
-        config = config.merged(read_registry_config(Path(user)))
-    return config
-
-
-# ----------------------------------------------------------------------------------------------------
-# the registry
-
-
-@dataclass
-class PluginInfo:
-    name: str
-    distribution: str | None = None
-    version: str | None = None
-    status: Literal["ok", "broken", "disabled"] = "ok"
-    reason: str = ""
-    provides: dict[Kind, list[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A component found in the registry, with the plugin that provides it."""
-
-    kind: Kind
-    component: Component[Any]
-    plugin: str
-    version: str | None
-
-
-class RegistryError(UserError):
-    """A mistake in a registry file (or ``$RESTOREKIT_LOAD_PLUGINS``): the message names that file, not the
-    pipeline that needed the component."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(exc).__name__}: {msg}"[:300]
-
-
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    from .spec import did_you_mean
-
-    return did_you_mean(word, list(options))
-
-
-def _quoted(names: Iterable[str]) -> str:
-    items = sorted(repr(n) for n in names)
-    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class PluginRegistry:
@@ -252,7 +87,7 @@ class PluginRegistry:
         wanted = set(only) if only is not None else None
         for name in sorted(wanted or ()):
             if name not in eps:
-                raise RegistryError.at(only_source, None, f"no plugin {name!r} is installed{_did_you_mean(name, eps)} "
+                raise RegistryError.at(only_source, None, f"no plugin {name!r} is installed{did_you_mean(name, eps)} "
                                                           f"(installed: {', '.join(eps) or 'none'})")
         reg._check_config(eps)
         for name, ep in eps.items():
@@ -274,7 +109,7 @@ class PluginRegistry:
             try:
                 obj = ep.load()
             except Exception as exc:  # noqa: BLE001 - isolate any failure of a plugin's import
-                info.status, info.reason = "broken", f"import failed: {_one_line(exc)}"
+                info.status, info.reason = "broken", f"import failed: {one_line(exc)}"
                 reg.plugins[name] = info
                 continue
             reg._register(obj, info)
@@ -287,7 +122,7 @@ class PluginRegistry:
             if name not in eps:
                 if source != PACKAGED:
                     self.warn(where(source, f"plugins.{name}",
-                                    f"no plugin {name!r} is installed{_did_you_mean(name, eps)}; entry ignored"))
+                                    f"no plugin {name!r} is installed{did_you_mean(name, eps)}; entry ignored"))
                 continue
             if entry.entry_point is not None and entry.entry_point != eps[name].value:
                 key = f"plugins.{name}.entry_point"
@@ -298,7 +133,7 @@ class PluginRegistry:
                 if plugin not in eps:
                     key = f"pins.{kind}.{comp}"
                     self.warn(where(self.config.origin(key), key,
-                                    f"no plugin {plugin!r} is installed{_did_you_mean(plugin, eps)}"))
+                                    f"no plugin {plugin!r} is installed{did_you_mean(plugin, eps)}"))
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> PluginInfo:
         """Register a plugin object or module directly (tests, notebooks)."""
@@ -311,14 +146,14 @@ class PluginRegistry:
         try:
             self.pm.register(obj, name=info.name)
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors, duplicate names
-            info.status, info.reason = "broken", f"invalid hooks: {_one_line(exc)}"
+            info.status, info.reason = "broken", f"invalid hooks: {one_line(exc)}"
             self.plugins[info.name] = info
             return
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(name=info.name)
-            info.status, info.reason = "broken", f"unknown hook: {_one_line(exc)}"
+            info.status, info.reason = "broken", f"unknown hook: {one_line(exc)}"
         self.plugins[info.name] = info
 
     # -- collecting components -------------------------------------------------------------------------
@@ -341,7 +176,7 @@ class PluginRegistry:
                     results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
                     comps = self._check_components(kind, results[0] if results else None)
                 except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
-                    info.status, info.reason = "broken", f"{hook} failed: {_one_line(exc)}"
+                    info.status, info.reason = "broken", f"{hook} failed: {one_line(exc)}"
                     continue
                 for comp in comps:
                     self._components[kind].setdefault(comp.name, []).append(
@@ -402,65 +237,7 @@ class PluginRegistry:
         Each error names one cause: a pin in a registry file (:class:`RegistryError`, naming that file), a clash,
         a mistyped name (with a suggestion), a provider turned off or broken.
         """
-        self._collect()
-        found = self._components[kind].get(name, [])
-        pin = self.pin(kind, name)
-        if pin is not None:
-            pinned = [r for r in found if r.plugin == pin]
-            if pinned:
-                return pinned[0]
-            key = f"pins.{kind}.{name}"
-            raise RegistryError.at(self.config.origin(key), key, self._pin_problem(kind, name, pin, found))
-        if len(found) > 1:
-            raise UserError(
-                f"{kind} {name!r} is provided by plugins {_quoted(r.plugin for r in found)}; pin one in "
-                f"{self._pin_file()}: [pins.{kind}] {name} = \"<plugin>\""
-            )
-        if found:
-            return found[0]
-        raise UserError(self._missing(kind, name))
-
-    def _pin_file(self) -> str:
-        files = self.config.user_files
-        return files[-1] if files else f"your registry file (restore-run --registry FILE or ${ENV_REGISTRY})"
-
-    def _pin_problem(self, kind: Kind, name: str, pin: str, found: list[Resolved]) -> str:
-        info = self.plugins.get(pin)
-        if info is None:
-            return f"no plugin {pin!r} is installed{_did_you_mean(pin, self.plugins)}"
-        if info.status == "disabled":
-            return f"plugin {pin!r} is {info.reason}"
-        if info.status == "broken":
-            return f"plugin {pin!r} is broken ({info.reason})"
-        others = f" (provided by {_quoted(r.plugin for r in found)})" if found else ""
-        return f"plugin {pin!r} provides no {kind} {name!r}{others}"
-
-    def _missing(self, kind: Kind, name: str) -> str:
-        """Why ``name`` is not available: a typo first, then a provider turned off or broken."""
-        avail = self.names(kind)
-        available = f" (available: {', '.join(avail) or 'none'})"
-        known, unknown = [], []  # providers the catalogue names for it; plugins whose components are unknown
-        for pname, info in sorted(self.plugins.items()):
-            if info.status == "ok":
-                continue
-            entry = self.config.plugins.get(pname)
-            if entry is not None and name in entry.provides(kind):
-                known.append(info)
-            elif entry is None or not any(entry.provides(k) for k in KINDS):
-                unknown.append(info)
-        if known:
-            info = known[0]
-            if info.status == "disabled":
-                return f"{kind} {name!r} is provided by plugin {info.name!r}, which is {info.reason}"
-            return f"{kind} {name!r} is unavailable: plugin {info.name!r} is broken ({info.reason})"
-        hint = _did_you_mean(name, avail)
-        if hint:
-            return f"unknown {kind} {name!r}{hint}{available}"
-        if unknown:
-            states = "turned off" if all(i.status == "disabled" for i in unknown) else "broken or turned off"
-            return (f"unknown {kind} {name!r}{available}; plugin(s) {_quoted(i.name for i in unknown)} are {states} "
-                    "and were not asked (restore-run --list-plugins)")
-        return f"unknown {kind} {name!r}{available}"
+        return resolve(self, kind, name)
 
     def plugin_failed(self, resolved: Resolved, what: str, exc: BaseException, source: str) -> None:
         """A plugin's optional callable (``detect``...) raised: warn once per plugin, component and callable."""
@@ -470,7 +247,7 @@ class PluginRegistry:
         self._failed_once.add(key)
         self.warn(
             f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed on {source} "
-            f"({_one_line(exc)}); skipped"
+            f"({one_line(exc)}); skipped"
         )
 
     def generators(self) -> list[Resolved]:

@@ -1,0 +1,121 @@
+"""Plan-time checks (so ``--dry-run`` reports them): the device, the state-key flow of the steps, ``[infer]``
+against its network, and checks that need files or the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint import META_FILE, STATE_FILE
+from ..components import FlowModel
+from ..errors import UserError
+from ..spec import FLOW_MODES, InferSpec, PipelineSpec
+from .networks import plugin_bug
+from .plans import ComponentPlan, NetworkPlan, StepPlan
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if dev.index is not None and dev.index < 0:
+        raise UserError(f"run.device: {name!r}: device index out of range")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"run.device: {name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"run.device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+
+STATE_INPUTS = ("hq", "lq")
+"""The state keys every training step starts with."""
+
+
+def _declared(plan: ComponentPlan, what: str) -> list[str] | None:
+    fn = getattr(plan.resolved.component, what, None)
+    if fn is None:
+        return None
+    try:
+        return [str(k) for k in fn(plan.params)]
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, named
+        raise UserError(plugin_bug(plan.resolved, what, exc)) from None
+
+
+def check_state_flow(steps: list[StepPlan], source: str) -> None:
+    """Every state key an injector or loss reads must be ``hq``, ``lq`` or written by an injector before it (in its
+    step, or in an earlier step of the iteration: the state carries over). Components declare their keys
+    (``reads``/``writes``); after an injector that does not declare what it writes, nothing more can be checked."""
+    known: list[str] = list(STATE_INPUTS)
+    for step in steps:
+        for part, items in (("injectors", step.injectors), ("losses", step.losses)):
+            for item in items:
+                reads = _declared(item, "reads")
+                for key in reads or []:
+                    if key not in known:
+                        kind = "injector" if part == "injectors" else "loss"
+                        raise UserError.at(
+                            source, f"steps.{step.name}.{part}.{item.name}",
+                            f"{kind} {item.name!r} ({item.resolved.component.name}) reads state key {key!r}, which no "
+                            f"injector before it writes (state keys at this point: {', '.join(known)})",
+                        )
+                if part == "injectors":
+                    writes = _declared(item, "writes")
+                    if writes is None:
+                        return  # an injector that does not say what it writes: the rest cannot be checked
+                    known += [k for k in writes if k not in known]
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks that need more than the spec (files, the device, the network's shape): made here so --dry-run reports them
+
+
+def check_infer_model(spec: InferSpec, model: Any, *, network: str, component: str, source: str) -> None:
+    """``[infer]`` against its network: an integer ``scale``, a flow for the flow modes, tiles that exceed their
+    overlap by the network's ``size_multiple``. Inference calls it with the built network; ``--dry-run`` with the
+    network built on the meta device (no weights, no memory)."""
+    scale = getattr(model, "scale", None)
+    if not isinstance(scale, int) or scale < 1:
+        raise UserError.at(source, f"networks.{network}", f"component {component!r} has no integer 'scale'")
+    multiple = max(1, int(getattr(model, "size_multiple", 1) or 1))
+    if spec.mode in FLOW_MODES and not isinstance(model, FlowModel):
+        raise UserError.at(source, None, f"infer.mode = {spec.mode!r} needs a flow network (encode/decode), but "
+                                         f"networks.{network} is component {component!r}, which is not one")
+    tile = spec.tile
+    if tile is not None and tile.size // multiple * multiple - tile.overlap < multiple:
+        raise UserError.at(source, "infer.tile", f"size ({tile.size}) must exceed overlap ({tile.overlap}) by at "
+                                                 f"least the size multiple of {component!r} ({multiple})")
+
+
+def check_run(spec: PipelineSpec, networks: Mapping[str, NetworkPlan], device: torch.device, source: str) -> None:
+    """Plan-time checks: fp16 training needs CUDA, a resume folder is whole, injectors name known networks, the
+    files ``[infer]`` reads exist."""
+    mode = spec.run.mode
+    if mode == "train" and spec.run.precision == "fp16" and device.type != "cuda":
+        raise UserError.at(source, "run.precision", f"fp16 needs a CUDA device (running on {device}); use bf16 or fp32")
+    train = spec.train
+    if mode == "train" and train is not None and isinstance(train.resume, Path) and not (
+        (train.resume / STATE_FILE).is_file() and (train.resume / META_FILE).is_file()
+    ):
+        raise UserError.at(source, "train.resume", f"{train.resume}: not a complete checkpoint folder")
+    for sname, step in spec.steps.items():
+        for iname, inj in step.injectors.items():
+            net = inj.params.get("network")
+            if isinstance(net, str) and net not in spec.networks:
+                raise UserError.at(source, f"steps.{sname}.injectors.{iname}.params.network",
+                                   f"unknown network {net!r} (available: {', '.join(sorted(spec.networks))})")
+    infer = spec.infer
+    if infer is None or mode not in ("infer", "train"):
+        return
+    for field, used in (("reference", infer.mode in ("latent_transfer", "interpolate")), ("temperature_map", True)):
+        path = getattr(infer, field)
+        if used and path is not None and not Path(path).is_file():
+            raise UserError.at(source, f"infer.{field}", f"{path}: file not found")
+
