@@ -392,6 +392,9 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
         lr = torch.rand(job.batch, 3, job.lr, job.lr, generator=gen).to(device)
         hr = torch.rand(job.batch, 3, job.lr * job.scale, job.lr * job.scale, generator=gen).to(device)
         module.train()
+        for m in module.modules():  # steady-state steps: data-dependent layers (ActNorm) count as initialised,
+            if hasattr(m, "initialized"):  # as they are after the first step (no extra forward touches memory)
+                m.initialized = True
         _frozen_rrdb(module)
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
@@ -631,7 +634,8 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -660,7 +664,9 @@ def check_config(cfg: BenchConfig) -> None:
         raise UserError("--repeats must be >= 1, --warmup and --samples >= 0")
 
 
-def run_benchmark(cfg: BenchConfig, registry: Any, log: Callable[[str], None] | None = None) -> tuple[list[Row], list[str]]:
+def run_benchmark(
+    cfg: BenchConfig, registry: Any, log: Callable[[str], None] | None = None
+) -> tuple[list[Row], list[str]]:
     """Measure every case of ``cfg``; returns the rows and notes (skipped models and cases)."""
     say = log or (lambda msg: print(msg, file=sys.stderr))
     check_config(cfg)
@@ -670,7 +676,8 @@ def run_benchmark(cfg: BenchConfig, registry: Any, log: Callable[[str], None] | 
     rows: list[Row] = []
     for bm in models:
         for d in cfg.devices:
-            device = torch.device("cuda" if d == "auto" and torch.cuda.is_available() else ("cpu" if d == "auto" else d))
+            auto = "cuda" if torch.cuda.is_available() else "cpu"
+            device = torch.device(auto if d == "auto" else d)
             for precision in cfg.precisions:
                 for size in cfg.sizes:
                     for batch in cfg.batches:
@@ -735,7 +742,8 @@ def read_json(path: Path) -> list[Row]:
     except FileNotFoundError:
         raise UserError(f"{path}: --compare: file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: --compare: not a restore-run --benchmark JSON file ({exc.__class__.__name__})") from None
+        what = exc.__class__.__name__
+        raise UserError(f"{path}: --compare: not a restore-run --benchmark JSON file ({what})") from None
 
 
 @dataclass

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from restorekit import bench, perf
+from restorekit import bench
 from restorekit.cli import main
 from restorekit_rrdb import RRDBNet
 from restorekit_srflow import SRFlowNet
-from torch import nn
 
 TINY_RRDB = "rrdb:{nb = 1, nf = 8, gc = 4}"
 

@@ -131,7 +131,7 @@ def test_srflow_skip_is_an_exact_shift(skip: str, tmp_path: Path) -> None:
     restorekit.save_generator(tmp_path / "g.safetensors", net, "srflow", params.model_dump(mode="json"))
     again = restorekit.load(tmp_path / "g.safetensors")
     assert again.skip == skip and again.arch_params["skip"] == skip
-    assert SRFlowParams().skip == "none" and "skip" not in plain.arch_params
+    assert SRFlowParams().skip == "none" and plain.arch_params["skip"] == "none"
 
 
 # ----------------------------------------------------------------------------------------------------

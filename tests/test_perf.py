@@ -106,13 +106,15 @@ def test_compile_failure_is_one_line_and_runs_uncompiled(monkeypatch) -> None:
     m = nn.Conv2d(3, 3, 1)
     got, note = perf.maybe_compile(m, torch.rand(1, 3, 4, 4), warn=said.append)
     assert got is m and said == [note] and m._compiled_call_impl is None
-    assert note == "run.compile: torch.compile is not available here (RuntimeError: no C++ compiler found); running uncompiled"
+    assert note == ("run.compile: torch.compile is not available here (RuntimeError: no C++ compiler found); "
+                    "running uncompiled")
 
 
 def _smooth_pair(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     lr = torch.nn.functional.interpolate(torch.rand(1, 3, h // 4, w // 4, generator=g), size=(h, w), mode="bicubic")
-    hr = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic") + 0.05 * torch.rand(1, 3, 4 * h, 4 * w, generator=g)
+    hr = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic")
+    hr = hr + 0.05 * torch.rand(1, 3, 4 * h, 4 * w, generator=g)
     return lr, hr
 
 

@@ -129,7 +129,7 @@ class RRDBNet(nn.Module):
             "variant": variant, "pixel_unshuffle": pixel_unshuffle,
         }
         self.bicubic_skip = bicubic_skip
-        if bicubic_skip:
+        if bicubic_skip:  # recorded only when on: the published layouts' params stay as they were
             self.arch_params["bicubic_skip"] = True
         self.gradient_checkpointing = False
         self.conv_first = nn.Conv2d(in_nc * self.unshuffle_factor**2, nf, 3, 1, 1)

@@ -196,8 +196,7 @@ class SRFlowArch(nn.Module):
         if skip not in SKIPS:
             raise ValueError(f"SRFlowNet: skip must be one of {', '.join(SKIPS)}, got {skip!r}")
         self.skip = skip
-        if skip != "none":
-            self.arch_params["skip"] = skip
+        self.arch_params["skip"] = skip
         # level l (1-based) works at LR * level_ratio[l-1] and reads the feature of that resolution
         self.level_ratio = [scale / 2**level for level in range(1, L + 1)]
         # HR = scale*LR must be divisible by 2^L, and the LR/2 (LR/4) features must have exactly the deepest
