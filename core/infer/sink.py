@@ -63,6 +63,7 @@ class InferSummary:
     fallbacks: list[Fallback] = field(default_factory=list)
     output_dir: Path | None = None
     notes: list[tuple[Path, str]] = field(default_factory=list)
+    mean_psnr_y: dict[str, float] = field(default_factory=dict)  # per output label (bicubic first), HR inputs only
 
     def as_dict(self) -> dict[str, Any]:
         root = self.output_dir or Path(".")
@@ -85,6 +86,9 @@ class InferSummary:
             f"{f', {len(self.fallbacks)} NaN fallbacks' if self.fallbacks else ''}"
             f"{f', {len(self.notes)} notes in summary.json' if self.notes else ''} -> {self.output_dir}"
         ]
+        if self.mean_psnr_y:
+            lines.append("  mean PSNR-Y vs HR: " + ", ".join(
+                f"{label} {v:.2f} dB" for label, v in self.mean_psnr_y.items()) + " (metrics.md)")
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         lines += [f"  fallback: {f.output.name}: temperature {f.requested:g} -> {f.used:g} ({f.reason})"
                   for f in self.fallbacks]
@@ -211,6 +215,7 @@ class OutputSink:
         out_dir = self.r.out_dir
         if reports is not None:
             reports.write(out_dir, suffix)
+            summary.mean_psnr_y = {label: m["psnr_y"] for label, m in reports.means().items()}
         if records:
             path = out_dir / f"samples{suffix}.json"
             old: dict[str, Any] = {}
