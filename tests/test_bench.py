@@ -17,9 +17,9 @@ from restorekit_srflow import SRFlowNet
 TINY_RRDB = "rrdb:{nb = 1, nf = 8, gc = 4}"
 
 
-def tiny_srflow() -> SRFlowNet:
+def tiny_srflow(hidden: int = 8) -> SRFlowNet:
     torch.manual_seed(0)
-    net = SRFlowNet(scale=4, nf=8, nb=2, gc=4, K=2, L=3, stack_blocks=[0, 1], hidden_channels=8).eval()
+    net = SRFlowNet(scale=4, nf=8, nb=2, gc=4, K=2, L=3, stack_blocks=[0, 1], hidden_channels=hidden).eval()
     for p in net.flowUpsamplerNet.parameters():  # non-zero couplings (a fresh flow starts as the identity)
         p.data.add_(0.02 * torch.randn_like(p))
     return net

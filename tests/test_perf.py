@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from restorekit import perf
 from restorekit.tiling import tiled_flow_encode
@@ -143,10 +144,10 @@ def test_tiled_encode_rejects_unaligned_sizes() -> None:
         tiled_flow_encode(net, hr[..., :-4], lr, tile=16, overlap=4)
 
 
-def _train_pair() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+def _train_pair(hidden: int = 8) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
     import copy
 
-    net = tiny_srflow().train()
+    net = tiny_srflow(hidden).train()
     lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         net.encode(hr, lr)  # data-dependent ActNorm initialisation
@@ -168,6 +169,44 @@ def test_folded_actnorm_training_gives_the_same_loss_and_gradients() -> None:
     with torch.no_grad():  # inference (cached coupling terms) is untouched by the switch
         assert torch.equal(plain.decode(lr, latents=plain.encode(hr, lr).latents),
                            lean.decode(lr, latents=lean.encode(hr, lr).latents))
+
+
+def _saved_bytes(net: nn.Module, fn) -> int:
+    """Bytes of the distinct storages, other than ``net``'s parameters, autograd keeps for backward in ``fn()``."""
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("frozen_rrdb, checkpointing", [(True, False), (False, False), (True, True)])
+def test_lean_training_keeps_gradients_and_stores_less(frozen_rrdb: bool, checkpointing: bool) -> None:
+    # folded ActNorms and zero-conv scales, coupling networks recomputing their inner hidden map in backward
+    plain, lean, lr, hr = _train_pair(hidden=32)  # coupling networks wider than the flow, as in SRFlow
+    for net in (plain, lean):
+        net.gradient_checkpointing = checkpointing
+        if frozen_rrdb:
+            net.RRDB.requires_grad_(False)
+    a = plain.encode(hr, lr).nll.mean()
+    b = lean.encode(hr, lr).nll.mean()
+    a.backward()
+    b.backward()
+    assert abs(float(a.detach()) - float(b.detach())) <= 1e-5
+    grads = [(p.grad, q.grad) for p, q in zip(plain.parameters(), lean.parameters()) if p.grad is not None]
+    assert len(grads) == sum(q.grad is not None for q in lean.parameters()) > 0
+    for g, h in grads:
+        assert float((g - h).abs().max()) <= 1e-5 * max(1.0, float(g.abs().max()))
+    if not checkpointing:
+        lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)  # activations, not weights, dominate
+        stored = [_saved_bytes(n, lambda n=n: n.encode(hr, lr).nll.mean()) for n in (plain, lean)]
+        assert stored[1] < 0.8 * stored[0]
 
 
 def test_folded_actnorm_with_checkpointing_from_a_fresh_network() -> None:

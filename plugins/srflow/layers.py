@@ -194,6 +194,29 @@ class Squeeze(nn.Module):
 # coupling networks
 
 
+class _FrozenInputConv(torch.autograd.Function):
+    """``conv(x, W·s) + b·s`` (s, b: an ActNorm's per-channel scale and bias, shaped 1×C×1×1) for an ``x`` that needs
+    no gradient. Autograd would keep the product ``W·s`` for backward; this keeps only ``x`` and the parameters,
+    and takes every gradient from the one weight gradient of the convolution (as autograd would)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, s: Tensor, b: Tensor, padding: int) -> Tensor:
+        ctx.save_for_backward(x, w, s, b)
+        ctx.padding = padding
+        return F.conv2d(x, w * s.view(-1, 1, 1, 1), (b * s).flatten(), 1, padding)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, w, s, b = ctx.saved_tensors
+        p = ctx.padding
+        _, g_ws, g_bs = torch.ops.aten.convolution_backward(
+            grad, x, w, [w.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0], 1, [False, True, True]
+        )
+        g_bs = g_bs.view_as(s)
+        g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
+        return None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s, None
+
+
 class Conv2dActNorm(nn.Conv2d):
     """``CA(a→b, k)``: a k×k convolution without bias ("same" zero padding) followed by an ActNorm whose logdet
     is not part of the flow's. Weights start N(0, 0.05²), the ActNorm from data."""
@@ -218,10 +241,21 @@ class Conv2dActNorm(nn.Conv2d):
         s = torch.exp(self.actnorm.logs)
         return self.weight * s.view(-1, 1, 1, 1), (self.actnorm.bias * s).flatten()
 
+    def folded_conv(self, x: Tensor, channels: slice = slice(None), bias: bool = True) -> Tensor:
+        """``conv(x, W[:, channels]·s) (+ b·s)``: the folded convolution of the input channels ``channels``.
+
+        For an input that needs no gradient (the conditional map of a frozen RRDB) this is
+        :class:`_FrozenInputConv`, which keeps no copy of ``W·s`` for backward."""
+        w = self.weight[:, channels]
+        s = torch.exp(self.actnorm.logs)
+        if bias and not x.requires_grad and not torch.is_autocast_enabled(x.device.type):
+            return _FrozenInputConv.apply(x, w, s, self.actnorm.bias, self.padding[0])  # type: ignore[no-any-return]
+        b = (self.actnorm.bias * s).flatten() if bias else None
+        return F.conv2d(x, w * s.view(-1, 1, 1, 1), b, self.stride, self.padding)
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         if self.folding():
-            w, b = self.folded()
-            return F.conv2d(x, w, b, self.stride, self.padding)
+            return self.folded_conv(x)
         return self.actnorm(super().forward(x))[0]
 
     def split_input_conv(self, head_channels: int, head: Tensor, tail: Tensor | None) -> Tensor:
@@ -248,8 +282,75 @@ class ZeroConv2d(nn.Conv2d):
         assert self.bias is not None
         nn.init.zeros_(self.bias)
 
+    fold_scale: bool = False
+    """Training fast path (set by restorekit's ``lean_training``): while gradients are recorded, run
+    ``conv(x, W·e, b·e)`` (e = exp(3·logs)) instead of ``conv(x, W, b)·e`` — the same function without keeping the
+    convolution's output for the scale's gradient."""
+
+    def folding(self) -> bool:
+        """Whether :attr:`fold_scale` applies to this call."""
+        return self.fold_scale and torch.is_grad_enabled()
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """``(W·e, b·e)``: the convolution with its output scale folded in."""
+        e = torch.exp(3.0 * self.logs)
+        assert self.bias is not None
+        return self.weight * e.view(-1, 1, 1, 1), self.bias * e.flatten()
+
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        if self.folding():
+            w, b = self.folded()
+            return F.conv2d(x, w, b, self.stride, self.padding)
         return super().forward(x) * torch.exp(3.0 * self.logs)
+
+
+class _RecomputedTail(torch.autograd.Function):
+    """``conv3(relu(conv1x1(r)))`` with both convolutions' weights and biases given folded (see
+    :func:`net_tail`). Saves only ``r`` (which the ReLU before it keeps anyway) and the weights; the 1x1
+    convolution's ReLU output is recomputed in backward — the same operations as autograd's, so the gradients
+    are identical — instead of being stored (a full hidden-width map per coupling network)."""
+
+    @staticmethod
+    def forward(ctx: Any, r: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor) -> Tensor:
+        h = F.relu(F.conv2d(r, w2, b2))
+        ctx.save_for_backward(r, w2, b2, w3)
+        return F.conv2d(h, w3, b3, 1, w3.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        r, w2, b2, w3 = ctx.saved_tensors
+        need_r, need_w2, need_b2, need_w3, need_b3 = ctx.needs_input_grad
+        h = F.relu(F.conv2d(r, w2, b2))
+        pad = w3.shape[-1] // 2
+        g_h, g_w3, g_b3 = torch.ops.aten.convolution_backward(
+            grad, h, w3, [w3.shape[0]], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+            [need_r or need_w2 or need_b2, need_w3, need_b3],
+        )
+        g_r = g_w2 = g_b2 = None
+        if g_h is not None:
+            g_c = torch.ops.aten.threshold_backward(g_h, h, 0)
+            del h
+            g_r, g_w2, g_b2 = torch.ops.aten.convolution_backward(
+                g_c, r, w2, [w2.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_r, need_w2, need_b2]
+            )
+        return g_r, g_w2, g_b2, g_w3, g_b3
+
+
+def net_tail(net: nn.Sequential, h: Tensor) -> Tensor:
+    """Layers 1… of a :func:`coupling_net` applied to ``h`` (the output of layer 0, its first ``CA``).
+
+    When both of the tail's convolutions fold (restorekit's ``lean_training``, gradients recorded, no autocast),
+    this is :class:`_RecomputedTail`: the same function and gradients, one hidden map fewer stored per network.
+    """
+    ca: Conv2dActNorm = net[2]  # type: ignore[assignment]
+    zero: ZeroConv2d = net[4]  # type: ignore[assignment]
+    if ca.folding() and zero.folding() and not torch.is_autocast_enabled(h.device.type):
+        w2, b2 = ca.folded()
+        w3, b3 = zero.folded()
+        return _RecomputedTail.apply(F.relu(h), w2, b2, w3, b3)  # type: ignore[no-any-return]
+    for layer in list(net)[1:]:
+        h = layer(h)
+    return h
 
 
 def coupling_net(in_channels: int, out_channels: int, hidden: int) -> nn.Sequential:
@@ -303,11 +404,10 @@ class CondAffineCoupling(nn.Module):
 
     def cond_terms(self, u: Tensor) -> CouplingCond:
         """The latent-independent terms for the conditional map ``u`` (see :class:`CouplingCond`)."""
-        shift_f, scale_f = self._shift_scale(self.fFeatures(u))
+        shift_f, scale_f = self._shift_scale(net_tail(self.fFeatures, self.fFeatures[0](u)))
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
         if first.folding():  # the ActNorm folded in: affine_cond is then scaled and biased already
-            w, b = first.folded()
-            affine = F.conv2d(u, w[:, self.c1 :], b, first.stride, first.padding)
+            affine = first.folded_conv(u, slice(self.c1, None))
         else:
             affine = first.tail_conv(self.c1, u)
         return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)), affine)
@@ -319,13 +419,10 @@ class CondAffineCoupling(nn.Module):
     def _affine(self, x1: Tensor, terms: CouplingCond) -> tuple[Tensor, Tensor]:
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
         if first.folding():
-            w, _ = first.folded()
-            h = F.conv2d(x1, w[:, : self.c1], None, first.stride, first.padding) + terms.affine_cond
+            h = first.folded_conv(x1, slice(None, self.c1), bias=False) + terms.affine_cond
         else:
             h = first.actnorm(first.split_input_conv(self.c1, x1, None) + terms.affine_cond)[0]
-        for layer in list(self.fAffine)[1:]:
-            h = layer(h)
-        return self._shift_scale(h)
+        return self._shift_scale(net_tail(self.fAffine, h))
 
     def forward(
         self, x: Tensor, cond: Tensor | None = None, logdet: Tensor | None = None, reverse: bool = False,
@@ -451,6 +548,7 @@ __all__ = [
     "ZeroConv2d",
     "coupling_net",
     "gaussian_logp",
+    "net_tail",
     "set_actnorm_initialized",
     "sum_per_sample",
 ]

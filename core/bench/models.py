@@ -1,0 +1,131 @@
+"""The models ``restore-run --benchmark`` measures (:func:`resolve_models`: component names with params,
+catalogue names, checkpoint files) and what every path feeds them: latent sets and the training loss."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..components import FlowModel
+from ..errors import UserError
+from ..latents import sample_latents
+
+
+@dataclass
+class BenchModel:
+    name: str
+    module: nn.Module
+    flow: bool
+
+
+def parse_model_arg(text: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:{k = v, ...}`` (a TOML inline table of params) → (name, params)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not rest.strip().startswith("{"):
+        return text, {}
+    try:
+        params = tomllib.loads(f"p = {rest.strip()}")["p"]
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"--model {text}: the params after ':' must be a TOML inline table ({exc})") from None
+    return name, dict(params)
+
+
+def resolve_models(names: Sequence[str], registry: Any) -> tuple[list[BenchModel], list[str]]:
+    """Build the models to measure; returns them and one-line notes about generators that were skipped."""
+    from ..plan import validate_params
+
+    notes: list[str] = []
+    out: list[BenchModel] = []
+    generators = registry.names("generator")
+    wanted = list(names) or list(generators)
+    for text in wanted:
+        name, params = parse_model_arg(text)
+        if name in generators:
+            comp = registry.get("generator", name).component
+            try:
+                parsed = validate_params(comp.params, params, "--model", f"{name}.params")
+            except UserError:
+                if names:
+                    raise
+                notes.append(f"{name}: skipped (no default params)")
+                continue
+            torch.manual_seed(0)
+            module = comp.build(parsed)
+            label = name if not params else f"{name}:{_short(params)}"
+        elif Path(name).is_file() or not params:
+            from ..api import load
+
+            module = load(name, registry=registry, **params)
+            label = Path(name).name if Path(name).is_file() else name
+        else:
+            raise UserError(f"--model {text}: {name!r} is not an installed generator (params need a component name)")
+        if not isinstance(module, nn.Module):
+            notes.append(f"{label}: skipped (not an nn.Module)")
+            continue
+        out.append(BenchModel(label, module.eval(), isinstance(module, FlowModel)))
+    return out, notes
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items()).replace(" ", "")
+
+
+def _draw_sets(model: Any, lr: Tensor, n: int, temperature: float, seed: int) -> list[list[Tensor]]:
+    """``n`` latent sets for ``lr``, drawn by restorekit's one sampler (:func:`restorekit.sample_latents`, the
+    official level order) from one generator seeded with ``seed``, so that the plain and the fast path decode the
+    very same sets, drawn the way ``restore-run`` and a flow's ``decode(generator=...)`` draw them."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = model.latent_shapes(tuple(lr.shape))
+    b = int(lr.shape[0])
+    return [sample_latents(shapes, temperature, gen, batch=b, device=lr.device) for _ in range(n)]
+
+
+def _train_loss(model: Any, hr: Tensor, lr: Tensor, flow: bool) -> Tensor:
+    if flow:
+        return model.encode(hr, lr).nll.mean()
+    return (model(lr) - hr).abs().mean()
+
+
+def _train_batch(batch: int, side: int, scale: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The (lr, hr) batch every training step of a case trains on (generator seeded with ``seed + 1``)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    lr = torch.rand(batch, 3, side, side, generator=gen).to(device)
+    hr = torch.rand(batch, 3, side * scale, side * scale, generator=gen).to(device)
+    return lr, hr
+
+
+def _train_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed precision of a training step: bf16/fp16 autocast, or autocast off for fp32/tf32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          enabled=precision in ("bf16", "fp16"))
+
+
+def _plain_step(module: nn.Module, hr: Tensor, lr: Tensor, flow: bool, amp: torch.autocast) -> Callable[[], Tensor]:
+    """The plain training step the fast one is measured against: NCHW, ``zero_grad(set_to_none=False)``, the
+    single-tensor Adam."""
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-5, foreach=False)
+
+    def step() -> Tensor:
+        opt.zero_grad(set_to_none=False)
+        with amp:
+            loss = _train_loss(module, hr, lr, flow)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def _frozen_rrdb(model: nn.Module) -> None:
+    """A flow's conditional RRDB frozen (SRFlow's stage 2: only the flow trains, as in the official schedule)."""
+    inner = getattr(model, "RRDB", None)
+    if isinstance(inner, nn.Module):
+        inner.requires_grad_(False)
+
+
+__all__ = ["BenchModel", "parse_model_arg", "resolve_models"]

@@ -1,0 +1,115 @@
+"""Training fast paths: fused optimisers, the lean-training switch and :class:`TrainingStep` (one
+optimisation step the fast way, with its own layout probe)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .device import _GAIN, _seconds
+from .layout import LAYOUT_TOLERANCE, to_layout
+
+
+def fused_optimizer(cls: type[torch.optim.Optimizer], params: Any, **kw: Any) -> torch.optim.Optimizer:
+    """``cls(params, fused=True, **kw)`` where this torch and the parameters' device have the fused kernel (Adam,
+    AdamW on CPU and CUDA: one kernel for every parameter instead of a Python loop), else ``cls(params, **kw)``.
+    On this project's CPU the DF2K-4X flow's 22.8 M parameters take 85 ms per Adam step fused, 230 ms looped."""
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kw)  # type: ignore[call-arg]
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kw)
+
+
+def fast_adam(params: Sequence[nn.Parameter], **kw: Any) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where this torch and device have it (one kernel for every parameter),
+    else the multi-tensor (``foreach``) implementation."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, foreach=True, **kw)
+
+
+LEAN_SWITCHES = ("fold_actnorm", "fold_scale")
+"""Module attributes :func:`lean_training` sets: SRFlow's coupling convolutions with their ActNorm
+(``fold_actnorm``) or output scale (``fold_scale``, the zero-convolutions) folded into the weights while gradients
+are recorded; with both on, a coupling network also recomputes its inner hidden map in backward instead of
+storing it. The same function and gradients, about half the stored activations of the coupling networks."""
+
+
+def lean_training(model: nn.Module, enabled: bool = True) -> int:
+    """Switch on the training memory savings a network's modules offer (:data:`LEAN_SWITCHES`); returns how many
+    modules took one."""
+    count = 0
+    for m in model.modules():
+        found = [name for name in LEAN_SWITCHES if hasattr(m, name)]
+        for name in found:
+            setattr(m, name, enabled)
+        count += bool(found)
+    return count
+
+
+class TrainingStep:
+    """One optimisation step of ``loss_fn(model)`` the fast way — what restorekit's trainer does: gradients set to
+    None (not zero-filled) between steps, a fused Adam (:func:`fast_adam`), :func:`lean_training` — and the memory
+    layout a one-time probe found faster for a forward + backward with the same loss (within ``1e-5``). ``note``
+    says what was chosen."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], *, lr_like: Tensor,
+                 autocast: Any = None, optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+                 rounds: int = 2, layout: str | None = None) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.lean = lean_training(model)
+        self.autocast = autocast if autocast is not None else torch.autocast(lr_like.device.type, enabled=False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = (optimizer or (lambda ps: fast_adam(ps, lr=1e-4)))(params)
+        if isinstance(self.optimizer, torch.optim.Adam) and not (
+            self.optimizer.defaults.get("fused") or self.optimizer.defaults.get("foreach")
+        ):
+            self.optimizer = fast_adam(params, lr=self.optimizer.defaults["lr"])
+        self.layout = self._probe(lr_like.device, rounds) if layout is None else layout
+        to_layout(model, self.layout)
+        kind = "fused" if self.optimizer.defaults.get("fused") else "foreach"
+        self.note = f"train layout={self.layout}, adam={kind}, set_to_none" + (", lean_training" if self.lean else "")
+
+    def _loss_backward(self) -> Tensor:
+        with self.autocast:
+            loss = self.loss_fn(self.model)
+        loss.backward()
+        return loss.detach()
+
+    def _probe(self, device: torch.device, rounds: int) -> str:
+        best = {"contiguous": float("inf"), "channels_last": float("inf")}
+        losses: dict[str, float] = {}
+        for r in range(rounds + 1):
+            for layout in ("contiguous", "channels_last"):
+                to_layout(self.model, layout)
+                self.model.zero_grad(set_to_none=True)
+                t, loss = _seconds(self._loss_backward, device)
+                if r == 0:
+                    losses[layout] = float(loss)
+                else:
+                    best[layout] = min(best[layout], t)
+        self.model.zero_grad(set_to_none=True)
+        a, b = losses["contiguous"], losses["channels_last"]
+        same = abs(a - b) <= LAYOUT_TOLERANCE * max(1.0, abs(a))
+        choice = "channels_last" if same and best["channels_last"] < _GAIN * best["contiguous"] else "contiguous"
+        to_layout(self.model, choice)
+        return choice
+
+    def __call__(self) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss_backward()
+        self.optimizer.step()
+        return loss
+
+
+def training_step(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], **kw: Any) -> TrainingStep:
+    """See :class:`TrainingStep`."""
+    return TrainingStep(model, loss_fn, **kw)
+
+
+__all__ = ["LEAN_SWITCHES", "TrainingStep", "fast_adam", "fused_optimizer", "lean_training", "training_step"]
