@@ -1,8 +1,8 @@
 """A large image through ``restore`` (encode + decode at T = 1) with the DF2K-4X-sized SRFlow, tiled: peak RSS
 stays bounded by the tile, not the image. The target: a 1024×1024 LR at 4× within 3 GB of peak RSS.
 
-``RESTOREKIT_BENCH_LARGE_LR`` sets the LR side (default 256, 32 with ``--benchmark-disable``; 1024 takes hours on
-a 2-core CPU), ``RESTOREKIT_BENCH_LARGE_TILE`` the tile (default 128 LR pixels, overlap 16). Peak RSS is sampled in this process every 10 ms (absolute: it includes
+``RESTOREKIT_BENCH_LARGE_LR`` sets the LR side (default 256, 32 with ``--benchmark-disable``; 1024 took 16.5 min and
+2.1 GB on a 2-core CPU, see docs/performance.md), ``RESTOREKIT_BENCH_LARGE_TILE`` the tile (default 128 LR pixels, overlap 16). Peak RSS is sampled in this process every 10 ms (absolute: it includes
 the interpreter, torch and the weights)."""
 
 from __future__ import annotations
