@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..components import FlowModel
 from .device import _GAIN, _seconds
 from .layout import probe_input
 
@@ -16,8 +17,7 @@ from .layout import probe_input
 def _compile_targets(model: nn.Module) -> list[nn.Module]:
     """What ``run.compile`` compiles: the model's forward, or for a flow (whose work is ``decode``, not
     ``forward``) each direct submodule with a forward of its own (SRFlow: the conditional RRDB)."""
-    flow = all(callable(getattr(model, m, None)) for m in ("encode", "decode", "latent_shapes"))
-    if not flow:
+    if not isinstance(model, FlowModel):
         return [model]
     return [c for c in model.children() if type(c).forward is not nn.Module.forward]
 
