@@ -710,6 +710,19 @@ def test_generator_files_follow_the_umask(trained: Path, tmp_path: Path) -> None
             assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, p  # readable by group and others, as umask 022
 
 
+def _assert_spec_run_names_checkpoint(tmp_path: Path, path: Path, expect: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The same checkpoint reached through a pipeline spec: exit 2, one line naming the file and the cause."""
+    image = tmp_path / "in.png"
+    PILImage.fromarray(rgb_array(8, 8)).save(image)
+    spec = _infer_spec(tmp_path, image, tmp_path / "out")
+    spec.write_text(spec.read_text().replace('params = { nf = 4, nb = 1, gc = 4, scale = 2 }',
+                                              f'checkpoint = {json.dumps(str(path))}'))
+    assert main([str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and expect in err
+
+
 @pytest.mark.parametrize("meta,expect", [
     ({"restorekit.component": "rrdb", "restorekit.params": "{not json"}, "'restorekit.params' is not JSON"),
     ({"restorekit.component": "rrdb", "restorekit.params": "[1, 2]"}, "'restorekit.params' is not a JSON object"),
@@ -727,14 +740,7 @@ def test_bad_generator_metadata_is_one_line_naming_the_file(tmp_path: Path, meta
     save_file({"w": torch.zeros(1)}, str(path), metadata=meta)
     with pytest.raises(UserError, match=rf"^{path}: metadata {expect}"):
         load(path)
-    image = tmp_path / "in.png"
-    PILImage.fromarray(rgb_array(8, 8)).save(image)
-    spec = _infer_spec(tmp_path, image, tmp_path / "out")
-    spec.write_text(spec.read_text().replace('params = { nf = 4, nb = 1, gc = 4, scale = 2 }',
-                                              f'checkpoint = {json.dumps(str(path))}'))
-    assert main([str(spec)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(path) in err and expect in err
+    _assert_spec_run_names_checkpoint(tmp_path, path, expect, capsys)
 
 
 def test_checkpoint_errors_name_the_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -748,14 +754,7 @@ def test_checkpoint_errors_name_the_checkpoint_file(tmp_path: Path, capsys: pyte
     torch.save(net, path)
     with pytest.raises(UserError, match=rf"{path}: .*HRconv.weight"):
         load(path, component="rrdb")
-    image = tmp_path / "in.png"
-    PILImage.fromarray(rgb_array(8, 8)).save(image)
-    spec = _infer_spec(tmp_path, image, tmp_path / "out")
-    spec.write_text(spec.read_text().replace('params = { nf = 4, nb = 1, gc = 4, scale = 2 }',
-                                              f'checkpoint = {json.dumps(str(path))}'))
-    assert main([str(spec)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(path) in err and "HRconv.weight" in err
+    _assert_spec_run_names_checkpoint(tmp_path, path, "HRconv.weight", capsys)
 
 
 def load_rrdb_state() -> dict[str, Any]:
