@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .catalogue import check_loaded, fetch, load_catalogue, lookup, looks_like_name
+from .catalogue import check_component, check_loaded, fetch, load_catalogue, lookup, looks_like_name
 from .checkpoint import read_state_dict, restorekit_metadata
 from .plan import detect_generator, generator_params, load_weights, resolve_device
 from .registry import PluginRegistry
@@ -48,8 +48,8 @@ def load(
     meta_component, file_params = restorekit_metadata(path)
     name = component or meta_component
     resolved = registry.get("generator", name) if name else detect_generator(registry, sd, str(path))
-    if entry is not None and resolved.component.name != entry.component:
-        check_loaded(entry, resolved.component.name, nn.Identity(), path)  # one line: the file is not what it says
+    if entry is not None:
+        check_component(entry, resolved.component.name, path)
     if meta_component is not None and resolved.component.name != meta_component:
         file_params = {}
     parsed = generator_params(

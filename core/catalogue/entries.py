@@ -211,12 +211,17 @@ def count_parameters(module: "nn.Module") -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def check_loaded(entry: ModelEntry, component: str, module: "nn.Module", path: Path) -> None:
-    """The network loaded from ``path`` is what ``entry`` promises: component, scale and parameter count."""
+def check_component(entry: ModelEntry, component: str, path: Path) -> None:
+    """The file at ``path`` holds the component ``entry`` promises (checked before anything is built)."""
     if component != entry.component:
         raise UserError(
             f"{path}: holds a {component!r} network, but catalogue entry {entry.name!r} says {entry.component!r}"
         )
+
+
+def check_loaded(entry: ModelEntry, component: str, module: "nn.Module", path: Path) -> None:
+    """The network loaded from ``path`` is what ``entry`` promises: component, scale and parameter count."""
+    check_component(entry, component, path)
     scale = getattr(module, "scale", None)
     if scale is not None and int(scale) != entry.scale:
         raise UserError(f"{path}: network scale is x{scale}, but catalogue entry {entry.name!r} says x{entry.scale}")
