@@ -13,11 +13,12 @@ from __future__ import annotations
 import glob
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import tomli_w
 
 from .errors import UserError
 
@@ -175,52 +176,20 @@ def build_spec_data(opts: QuickOptions, registry: Any) -> tuple[dict[str, Any], 
 # TOML
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(k: str) -> str:
-    return k if _BARE.match(k) else json.dumps(k, ensure_ascii=False)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
+def _plain(v: Any) -> Any:
+    """Paths as strings, the rest as it is: what tomli_w writes."""
+    if isinstance(v, Path):
         return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"TOML cannot hold {v}")
-        text = repr(v)
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(v, (str, Path)):
-        return json.dumps(str(v), ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
 
 
 def to_toml(data: Mapping[str, Any], header: Sequence[str] = ()) -> str:
-    """Nested tables of scalars and lists as TOML text (enough for pipeline specs)."""
-    lines = [f"# {h}" for h in header]
-
-    def table(name: str, body: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
-        subs = {k: v for k, v in body.items() if isinstance(v, Mapping)}
-        if scalars or not subs:
-            if lines:
-                lines.append("")
-            lines.append(f"[{name}]")
-            lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
-        for k, v in subs.items():
-            table(f"{name}.{_key(k)}", v)
-
-    for k, v in data.items():
-        if not isinstance(v, Mapping):
-            raise TypeError("top-level values must be tables")
-        table(_key(k), v)
-    return "\n".join(lines) + "\n"
+    """A pipeline spec's tables as TOML text (``tomli_w``), after ``header`` as comment lines."""
+    return "".join(f"# {h}\n" for h in header) + ("\n" if header else "") + tomli_w.dumps(_plain(data))
 
 
 def command_line(argv: Sequence[str] | None) -> str:
