@@ -11,6 +11,7 @@ from torch import nn
 
 from .catalogue import check_component, check_loaded, fetch, load_catalogue, lookup, looks_like_name
 from .checkpoint import read_state_dict, restorekit_metadata
+from .errors import UserError
 from .plan import detect_generator, generator_params, load_weights, resolve_device
 from .registry import PluginRegistry
 
@@ -36,11 +37,15 @@ def load(
     ``preset`` and keyword ``params`` fill in or override them (a mismatch with the file is an error).
     The result maps a float32 (B,C,h,w) batch in [0,1] to the SR batch: ``model(lr)``.
     """
+    if isinstance(checkpoint, str) and not checkpoint.strip():
+        raise UserError("empty model name: give a catalogue name (restore-run --list-models) or a checkpoint file")
     path = Path(checkpoint)
     registry = registry or PluginRegistry.load()
     entry = None
     if not path.exists() and isinstance(checkpoint, str) and looks_like_name(checkpoint):
         entry = lookup(checkpoint, load_catalogue(catalogue, registry=registry), where=f"{checkpoint}: not a file")
+        if component is not None and component != entry.component:
+            raise UserError(f"{checkpoint}: catalogue entry is a {entry.component!r} model, not {component!r}")
         path = fetch(entry)
         preset = preset if preset is not None else entry.preset
         params = {**entry.params, **params}

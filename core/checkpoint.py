@@ -107,10 +107,15 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
             raise UnsafeCheckpoint(
                 f"{p}: not a safe checkpoint, refused to load: the pickle would run code beyond plain tensors{what}"
             ) from None
-        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint (corrupt or not a pickle)") from None
+        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint (corrupt, or not a PyTorch file)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
             AttributeError, IndexError, MemoryError) as exc:
-        reason = "empty file" if isinstance(exc, EOFError) else _first_line(exc)
+        if isinstance(exc, EOFError):
+            reason = "empty file"
+        elif isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
+            reason = "corrupt, or not a PyTorch file"  # the unpickler's own message (e.g. "101") means nothing here
+        else:
+            reason = _first_line(exc)
         if "weights_only" in reason:
             reason = type(exc).__name__
         raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint ({reason})") from None

@@ -175,6 +175,8 @@ def _quick(args: argparse.Namespace) -> int:
     models = args.model if isinstance(args.model, list) else ([args.model] if args.model else [])
     if len(models) > 1:
         raise UserError(f"--model: give one model for --input (got {len(models)})")
+    if models and not models[0].strip():
+        raise UserError("--model: empty name; give a catalogue name (restore-run --list-models) or a weights file")
     opts = QuickOptions(
         inputs=args.inputs, model=models[0] if models else None, output=args.output, temperatures=args.temperatures,
         samples=args.samples, seed=args.seed, tile=args.tile, device=args.device, overwrite=args.overwrite,

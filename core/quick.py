@@ -49,6 +49,8 @@ class QuickOptions:
 def _check_inputs(inputs: Sequence[str]) -> list[str]:
     out = []
     for text in inputs:
+        if not text.strip():  # Path("") is the current folder: never what an empty argument meant
+            raise UserError("--input: empty path; give images, folders or globs")
         if any(c in text for c in "*?["):
             if not glob.glob(text, recursive=True):
                 raise UserError(f"--input: {text}: no file matches")

@@ -80,6 +80,46 @@ def test_benchmark_user_errors(registry, tmp_path: Path, capsys) -> None:
     assert err.startswith("restore-run: error:") and "nb" in err and len(err.strip().splitlines()) == 1
 
 
+def test_compare_file_with_wrong_types_is_one_line(registry, tmp_path: Path, capsys) -> None:
+    """A JSON file whose rows have a string or null where a number belongs: one line, not a TypeError later."""
+    new = tmp_path / "new.json"
+    argv = ["--benchmark", "--model", TINY_RRDB, "--sizes", "8", "--repeats", "1", "--no-memory"]
+    assert main([*argv, "--json", str(new)], registry=registry) == 0
+    capsys.readouterr()
+    data = json.loads(new.read_text())
+    for field, value in (("spread", None), ("ms", "x")):
+        bad = json.loads(json.dumps(data))
+        for r in bad["rows"]:
+            r[field] = value
+        old = tmp_path / f"bad_{field}.json"
+        old.write_text(json.dumps(bad))
+        assert main([*argv, "--compare", str(old)], registry=registry) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("restore-run: error:") and len(err.strip().splitlines()) == 1, err
+        assert f"rows.0.{field}" in err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--device", "nonsense"], "--device nonsense: not a device"),
+    (["--device", "meta"], "--device meta: not a device"),
+    (["--device", ","], "--device: give at least one device"),
+    (["--precisions", ","], "--precisions: give at least one"),
+    (["--threads", "-2"], "--threads: must be at least 1"),
+    (["--json", "{folder}"], "is a folder"),
+    (["--json", "{file}/bench.json"], "exists and is not a folder"),
+    (["--compare", "{folder}"], "--compare: is a folder"),
+])
+def test_benchmark_bad_flags_are_one_line_before_measuring(registry, tmp_path: Path, capsys, flags, expected) -> None:
+    """Bad --device/--precisions/--threads/--json/--compare values: one line, exit 2, nothing measured."""
+    (tmp_path / "file").write_text("x")
+    flags = [f.format(folder=tmp_path, file=tmp_path / "file") for f in flags]
+    argv = ["--benchmark", "--model", TINY_RRDB, "--sizes", "8", "--repeats", "1", "--no-memory", *flags]
+    assert main(argv, registry=registry) == 2
+    captured = capsys.readouterr()
+    assert expected in captured.err and captured.err.startswith("restore-run: error:")
+    assert len(captured.err.strip().splitlines()) == 1 and "benchmark:" not in captured.out + captured.err
+
+
 def test_flow_case_rows_and_plain_path_equality() -> None:
     cfg = bench.BenchConfig(samples=3, repeats=1, warmup=0, memory=False)
     rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 1, cfg,

@@ -335,6 +335,17 @@ def test_a_file_put_by_hand_is_used_and_its_hash_recorded(home: Path, official: 
     assert cat.fetch(e) == dest and cat.read_record(dest) == sha(official)
 
 
+def test_a_folder_where_the_hash_record_goes_is_one_line(home: Path, official: bytes) -> None:
+    e = entry(urls=["http://127.0.0.1:9/never.pth"], file="official.pth")
+    dest = cat.model_path(e)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(official)
+    cat.record_path(dest).mkdir()
+    with pytest.raises(UserError, match=r"official\.pth\.sha256: cannot record the sha256"):
+        cat.fetch(e)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["official.pth", "official.pth.sha256"]
+
+
 def test_recorded_hash_mismatch_on_later_use(server: Server, home: Path, official: bytes) -> None:
     e = entry(urls=[server.add("/official.pth", official)])
     path = cat.fetch(e)
@@ -377,6 +388,21 @@ def test_architecture_and_parameter_count_are_checked_after_loading(
 def test_unknown_name_suggests_a_close_one(registry) -> None:
     with pytest.raises(UserError, match=r"unknown model 'srflow-df2k4x' \(did you mean 'srflow-df2k-4x'\?\)"):
         restorekit.load("srflow-df2k4x", registry=registry)
+
+
+def test_cache_folder_under_a_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, registry) -> None:
+    """$RESTOREKIT_HOME naming a file: a UserError before any download, not NotADirectoryError."""
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv(cat.ENV_HOME, str(tmp_path / "afile"))
+    entry = cat.lookup("realesrgan-x4plus", cat.load_catalogue(registry=registry))
+    with pytest.raises(UserError, match=r"model cache .*afile.*: lies under a file, not a folder"):
+        cat.fetch(entry)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_empty_name_is_a_user_error(registry, name: str) -> None:
+    with pytest.raises(UserError, match="empty model name"):
+        restorekit.load(name, registry=registry)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -546,3 +572,10 @@ def test_official_format_srflow_from_a_zip_end_to_end(
     assert iio.imread(tmp_path / "o" / f"{img.stem}.png").shape == (32, 32, 3)
     assert (home / "models" / "srflow-fixture" / "SRFlow_fixture_4X.pth").is_file()
     assert not (home / "models" / "srflow-fixture" / "RRDB_fixture_4X.pth").exists()
+
+
+def test_a_component_that_contradicts_the_catalogue_entry_is_one_line() -> None:
+    from restorekit import load
+
+    with pytest.raises(UserError, match=r"^bundled-rrdb-x4: catalogue entry is a 'rrdb' model, not 'srflow'$"):
+        load("bundled-rrdb-x4", component="srflow")

@@ -107,6 +107,7 @@ def test_bad_checkpoint_file_is_refused(tmp_path: Path, capsys) -> None:
     p = write(tmp_path, infer_spec(extra_net='checkpoint = "w.pth"\n'))
     code, _, err = run_cli([str(p)], capsys)
     assert code == 2 and "w.pth: not a readable PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert "(corrupt, or not a PyTorch file)" in err  # not the unpickler's bare key ("101")
 
 
 def test_wrong_architecture_checkpoint_names_the_parameter(tmp_path: Path, capsys, sample_png) -> None:

@@ -164,6 +164,8 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path: Path, rrdb_ckpt, s
         (["p.toml", "--temperature", "0.5"], "is for one-command SR without a pipeline file"),
         (["--model", "RRDB"], "--input: give the images to super-resolve"),
         (["--input", "IMG", "--model", "RRDB", "--model", "RRDB"], "--model: give one model for --input (got 2)"),
+        (["--input", "IMG", "--model", ""], "--model: empty name"),
+        (["--input", "", "--model", "RRDB"], "--input: empty path"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, rrdb_ckpt, sample_png, registry, capsys, home: Path,

@@ -14,6 +14,8 @@ from .report import change_marks, compare, machine, read_json, table, write_json
 
 def main(cfg: BenchConfig, registry: Any, *, json_path: Path | None, compare_path: Path | None) -> int:
     """The ``restore-run --benchmark`` command: prints the table; 1 when --compare finds a regression."""
+    if json_path is not None:  # checked before the measurements, not after them
+        check_json_path(json_path)
     old = read_json(compare_path) if compare_path is not None else None
     rows, notes = run_benchmark(cfg, registry)
     changes = compare(rows, old) if old is not None else None
@@ -34,6 +36,16 @@ def main(cfg: BenchConfig, registry: Any, *, json_path: Path | None, compare_pat
         print(f"compare: {len(changes)} rows matched {compare_path}; {len(bad)} regression(s) beyond the noise")
         return 1 if bad else 0
     return 0
+
+
+def check_json_path(path: Path) -> None:
+    """``--json FILE``: a file name whose folder exists or can be made (a one-line :class:`UserError` if not)."""
+    from ..files import ensure_dir
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--json: {path}: is a folder; give a file name (e.g. {path / 'bench.json'})")
+    ensure_dir(path.parent, "--json")
 
 
 def _ints(flag: str, text: str) -> list[int]:

@@ -74,11 +74,21 @@ class Row:
 
 
 def check_config(cfg: BenchConfig) -> None:
+    if not cfg.precisions:
+        raise UserError(f"--precisions: give at least one of {', '.join(PRECISIONS)}")
     for p in cfg.precisions:
         if p not in PRECISIONS:
             raise UserError(f"--precisions: unknown precision {p!r} (choose from {', '.join(PRECISIONS)})")
+    if not cfg.devices:
+        raise UserError("--device: give at least one device (auto, cpu, cuda, cuda:N; comma-separated)")
     for d in cfg.devices:
-        dev = torch.device(d) if d != "auto" else None
+        try:
+            dev = torch.device(d) if d != "auto" else None
+        except (RuntimeError, ValueError):
+            dev = None
+        if d != "auto" and (dev is None or dev.type not in ("cpu", "cuda")):
+            raise UserError(f"--device {d}: not a device the benchmark runs on (auto, cpu, cuda or cuda:N; "
+                            "comma-separated)")
         if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {d}: CUDA is not available on this machine")
     for name, values in (("--sizes", cfg.sizes), ("--batches", cfg.batches)):
@@ -86,6 +96,8 @@ def check_config(cfg: BenchConfig) -> None:
             raise UserError(f"{name}: give positive integers, got {values}")
     if cfg.repeats < 1 or cfg.warmup < 0 or cfg.samples < 0:
         raise UserError("--repeats must be >= 1, --warmup and --samples >= 0")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UserError(f"--threads: must be at least 1 (got {cfg.threads})")
 
 
 __all__ = ["NOISE_FLOOR", "PRECISIONS", "SCHEMA", "BenchConfig", "Row", "check_config"]

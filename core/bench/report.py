@@ -75,11 +75,22 @@ def write_json(path: Path, rows: Sequence[Row], cfg: BenchConfig, notes: Sequenc
 
 
 def read_json(path: Path) -> list[Row]:
+    import pydantic
+
     try:
         data = json.loads(Path(path).read_text())
-        return [Row(**r) for r in data["rows"]]
+        # typed, not just Row(**r): a string or null where a number belongs would fail later inside compare()
+        return pydantic.TypeAdapter(list[Row]).validate_python(data["rows"])
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in ("rows", *err["loc"]))
+        raise UserError(f"{path}: --compare: not a restore-run --benchmark JSON file ({loc}: {err['msg']})") from None
     except FileNotFoundError:
         raise UserError(f"{path}: --compare: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: --compare: is a folder, not a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: --compare: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         what = exc.__class__.__name__
         raise UserError(f"{path}: --compare: not a restore-run --benchmark JSON file ({what})") from None

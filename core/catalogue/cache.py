@@ -11,12 +11,14 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import UserError
+from ..files import ensure_dir
 from .archive import extract_member
 from .download import download
 from .entries import ModelEntry, url_name
 from .hashes import verify
 
 ENV_HOME = "RESTOREKIT_HOME"
+CACHE_WHAT = f"model cache (set ${ENV_HOME} to move it)"
 
 
 def bundled_dir() -> Path:
@@ -63,9 +65,13 @@ def _lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows: no lock
         yield
         return
-    folder = cache_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / (hashlib.sha1(str(path).encode()).hexdigest()[:16] + ".lock"), "a+b") as f:
+    folder = ensure_dir(cache_dir() / "locks", CACHE_WHAT)
+    lock = folder / (hashlib.sha1(str(path).encode()).hexdigest()[:16] + ".lock")
+    try:
+        f = open(lock, "a+b")
+    except OSError as exc:
+        raise UserError(f"{CACHE_WHAT}: {lock}: cannot create the lock file ({exc.strerror or exc})") from None
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

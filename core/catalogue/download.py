@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import UserError
+from ..files import ensure_dir
 from .hashes import write_record
 
 TIMEOUT_S = 30.0
@@ -119,7 +120,7 @@ def download(
     file is resumed (HTTP Range) by this call or a later one. A wrong size or hash deletes the download. Returns
     the sha256 of the file; every failure is one :class:`UserError` line."""
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest.parent, "model cache")
     hint = hand_hint or f"download it by hand and put it at {dest}"
     reasons: list[str] = []
     for url in urls:

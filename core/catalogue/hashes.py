@@ -32,7 +32,12 @@ def read_record(path: Path) -> str | None:
 def write_record(path: Path, digest: str) -> None:
     from ..checkpoint import atomic_write
 
-    atomic_write(record_path(path), lambda tmp: tmp.write_text(f"{digest}  {path.name}\n", encoding="utf-8"))
+    rec = record_path(path)
+    try:
+        atomic_write(rec, lambda tmp: tmp.write_text(f"{digest}  {path.name}\n", encoding="utf-8"))
+    except OSError as exc:  # a folder in the way, a read-only cache: the record cannot be kept
+        raise UserError(f"{rec}: cannot record the sha256 of {path.name} ({exc.strerror or exc}); "
+                        "remove what is in the way or set $RESTOREKIT_HOME to another folder") from None
 
 
 def verify(path: Path, published: str | None) -> str:
