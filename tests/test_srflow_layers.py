@@ -319,6 +319,58 @@ def test_conditional_features_are_reused_and_the_cache_follows_weight_changes() 
         assert torch.allclose(changed, net.decode(lr, zs), atol=1e-6) and not torch.allclose(changed, first)
 
 
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (6, 4)])
+def test_factored_map_convolution_is_the_full_convolution(h: int, w: int) -> None:
+    # [dense, up2(low)] convolved with the upsampled part at half resolution: values and every gradient
+    import torch.nn.functional as F
+
+    from restorekit_srflow.layers import Conv2dActNorm, Up2Map, map_conv
+
+    torch.manual_seed(0)
+    dense = torch.randn(2, 4, 2 * h, 2 * w, dtype=torch.float64)
+    low = torch.randn(2, 6, h, w, dtype=torch.float64)
+    u = Up2Map(dense, F.pad(low, (1, 1, 1, 1)))
+    full = u.full()
+    assert torch.equal(full[:, 4:], low.repeat_interleave(2, -2).repeat_interleave(2, -1))
+    weight = torch.randn(3, 10, 3, 3, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, 2 * h, 2 * w, dtype=torch.float64)
+    for no_grad in (True, False):
+        with torch.set_grad_enabled(not no_grad):
+            assert torch.allclose(map_conv(u, weight), F.conv2d(full, weight, padding=1), atol=1e-12)
+    got = torch.autograd.grad((map_conv(u, weight) * grad).sum(), weight)[0]
+    want = torch.autograd.grad((F.conv2d(full, weight, padding=1) * grad).sum(), weight)[0]
+    assert torch.allclose(got, want, atol=1e-12)
+    torch.autograd.gradcheck(lambda d, lo: map_conv(Up2Map(d, F.pad(lo, (1, 1, 1, 1))), weight.detach()),
+                             (dense.clone().requires_grad_(), low.clone().requires_grad_()))
+    # the folded training convolution of a frozen map (its own backward) and the unfolded one
+    conv = Conv2dActNorm(10, 3, 3).double()
+    conv.actnorm.logs.data.normal_()
+    conv.actnorm.bias.data.normal_()
+    conv.actnorm.initialized = True
+    ref = torch.autograd.grad((conv(full) * grad).sum(), list(conv.parameters()))
+    for fold in (True, False):
+        conv.fold_actnorm = fold
+        out = conv(u)
+        assert torch.allclose(out, conv(full), atol=1e-12)
+        for g, r in zip(torch.autograd.grad((out * grad).sum(), list(conv.parameters())), ref):
+            assert torch.allclose(g, r, atol=1e-11)
+
+
+def test_factored_conditional_map_gives_the_same_flow() -> None:
+    # factor_cond (restorekit's fast paths): the 2·LR level reads an Up2Map; encode/decode equal the plain network
+    net = tiny()
+    lr, hr = torch.rand(2, 3, 4, 6), torch.rand(2, 3, 16, 24)
+    zs = [torch.randn(2, *s) for s in net.latent_shapes(lr.shape)]
+    with torch.no_grad():
+        plain_sr, plain_nll = net.decode(lr, zs), net.encode(hr, lr).nll
+        net.factor_cond = True
+        cond = net.conditional_features(lr)
+        assert [f is not None for f in cond.factored] == [True, False, False]  # only the 2·LR level is upsampled
+        assert torch.equal(cond.factored[0].full(), cond.maps[0])
+        assert float((net.decode(lr, zs, cond=cond) - plain_sr).abs().max()) <= 1e-5
+        assert float((net.encode(hr, lr).nll - plain_nll).abs().max()) <= 1e-5
+
+
 def test_one_lr_conditions_a_batch_of_latents(net: SRFlowNet) -> None:
     lr = torch.rand(1, 3, 4, 6)
     zs = [torch.randn(3, *s) for s in net.latent_shapes(lr.shape)]

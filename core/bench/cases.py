@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..perf import SampleBatcher, choose_layout, in_layout, maybe_compile
+from ..perf import SampleBatcher, choose_layout, fast_inference, in_layout, maybe_compile
 from .config import BenchConfig, Row, check_config
 from .measure import _fp32, _max_diff, _precision, _row, bicubic_seconds
 from .models import BenchModel, _draw_sets, resolve_models
@@ -45,12 +45,13 @@ def _run_case(bm: BenchModel, device: torch.device, precision: str, size: int, b
     rows: list[Row] = []
     note = ""
     with torch.inference_mode(), _precision(device, precision):
+        switches = fast_inference(fast)
         layout = choose_layout(fast, lr)
         fast_fn: Callable[[Tensor], Any] = fast
         if cfg.compile:
             compiled, note = maybe_compile(fast, in_layout(fast, lr), warn=log)
             fast_fn = compiled
-        note = f"layout={layout}" + (f"; {note}" if note else "")
+        note = f"layout={layout}" + (", fast_inference" if switches else "") + (f"; {note}" if note else "")
         job = MemoryJob(saved, bm.flow, str(device), precision, lr_side, batch, scale, "forward", "fast",
                         samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed, layout=layout,
                         threads=torch.get_num_threads())

@@ -66,7 +66,7 @@ def _memory_child(spec: str) -> None:
 
 
 def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool) -> Callable[[], Any]:
-    from ..perf import to_layout, training_step
+    from ..perf import fast_inference, to_layout, training_step
 
     if job.path.startswith("train"):
         lr, hr = _train_batch(job.batch, job.lr, job.scale, job.seed, device)
@@ -85,6 +85,7 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
     gen = torch.Generator().manual_seed(job.seed)
     lr = torch.rand(job.batch, 3, job.lr, job.lr, generator=gen).to(device)
     if fast:
+        fast_inference(module)
         to_layout(module, job.layout)
     x = lr.contiguous(memory_format=torch.channels_last) if fast and job.layout == "channels_last" else lr
     sets = _draw_sets(module, lr, job.samples, job.temperature, job.seed) if job.path == "sample" else []

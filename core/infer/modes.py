@@ -28,7 +28,7 @@ from ..latents import (
 from ..padding import run_padded
 from ..plan import Plan, build_network, check_infer_model
 from ..runtime import DistContext, unwrap
-from ..perf import choose_layout, in_layout, maybe_compile
+from ..perf import choose_layout, fast_inference, in_layout, maybe_compile
 from ..tiling import (
     Tile,
     flow_alignment,
@@ -186,11 +186,13 @@ class Runner:
             return self._run_flow(lr, hr)
 
     def _fast_paths(self, lr: Tensor) -> None:
-        """Once, on the first batch: the faster memory layout (restorekit.perf.choose_layout) and, with
-        ``run.compile``, torch.compile where it measurably helps."""
+        """Once, on the first batch: the network's inference switches (restorekit.perf.fast_inference), the faster
+        memory layout (restorekit.perf.choose_layout) and, with ``run.compile``, torch.compile where it measurably
+        helps."""
         if getattr(self, "_fast_done", False) or not isinstance(self.model, nn.Module):
             return
         self._fast_done = True
+        fast_inference(self.model)
         try:
             choose_layout(self.model, lr)
         except (RuntimeError, ValueError, UserError):  # a network that cannot run the probe crop keeps NCHW

@@ -9,6 +9,8 @@
   until the time per sample is clearly (5 %) worse than the best so far or ``max_chunk`` is reached, measuring
   the decodes it has to do anyway (over as many calls as that takes), and remembers the best chunk per device
   and LR shape.
+* :func:`fast_inference` — module switches that compute the same function with less arithmetic (SRFlow's
+  ``factor_cond``: the upsampled part of the 2·LR conditional map convolved at LR resolution).
 * :func:`maybe_compile` — ``run.compile = true``: ``torch.compile``, kept only when the compiled module is faster
   on the probe input; where the platform cannot compile, one line on stderr and the module runs uncompiled.
 
@@ -16,7 +18,7 @@ The plain path (NCHW, no caching, one decode per sample) is what ``restore-run -
 against, in the same process (``docs/performance.md``).
 
 Where things live: :mod:`.layout` (the layout probe), :mod:`.sampling` (:class:`SampleBatcher`),
-:mod:`.training` (fused optimisers, lean training, :class:`TrainingStep`), :mod:`.device` (``sync``, TF32,
+:mod:`.training` (fused optimisers, lean training, :class:`TrainingStep`), :mod:`.switches` (module switches), :mod:`.device` (``sync``, TF32,
 pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is importable from
 ``restorekit.perf``.
 """
@@ -37,14 +39,17 @@ from .layout import (
     to_layout,
 )
 from .sampling import SampleBatcher
+from .switches import INFERENCE_SWITCHES, fast_inference, set_switches
 from .training import LEAN_SWITCHES, TrainingStep, fast_adam, fused_optimizer, lean_training, training_step
 
 __all__ = [
+    "INFERENCE_SWITCHES",
     "LAYOUT_TOLERANCE",
     "LEAN_SWITCHES",
     "PROBE_MIN_WEIGHTS",
     "TrainingStep",
     "fast_adam",
+    "fast_inference",
     "fused_optimizer",
     "lean_training",
     "training_step",
@@ -57,6 +62,7 @@ __all__ = [
     "probe_input",
     "pinned",
     "same_output",
+    "set_switches",
     "set_tf32",
     "sync",
     "tf32_enabled",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .device import _GAIN, _seconds
 from .layout import LAYOUT_TOLERANCE, to_layout
+from .switches import set_switches
 
 
 def fused_optimizer(cls: type[torch.optim.Optimizer], params: Any, **kw: Any) -> torch.optim.Optimizer:
@@ -33,23 +34,19 @@ def fast_adam(params: Sequence[nn.Parameter], **kw: Any) -> torch.optim.Optimize
         return torch.optim.Adam(params, foreach=True, **kw)
 
 
-LEAN_SWITCHES = ("fold_actnorm", "fold_scale")
+LEAN_SWITCHES = ("fold_actnorm", "fold_scale", "factor_cond")
 """Module attributes :func:`lean_training` sets: SRFlow's coupling convolutions with their ActNorm
 (``fold_actnorm``) or output scale (``fold_scale``, the zero-convolutions) folded into the weights while gradients
 are recorded; with both on, a coupling network also recomputes its inner hidden map in backward instead of
-storing it. The same function and gradients, about half the stored activations of the coupling networks."""
+storing it. The same function and gradients, about half the stored activations of the coupling networks.
+``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the 2·LR conditional map at LR
+resolution — the same function in 0.57× the multiply-adds of those convolutions."""
 
 
 def lean_training(model: nn.Module, enabled: bool = True) -> int:
-    """Switch on the training memory savings a network's modules offer (:data:`LEAN_SWITCHES`); returns how many
-    modules took one."""
-    count = 0
-    for m in model.modules():
-        found = [name for name in LEAN_SWITCHES if hasattr(m, name)]
-        for name in found:
-            setattr(m, name, enabled)
-        count += bool(found)
-    return count
+    """Switch on the training fast paths a network's modules offer (:data:`LEAN_SWITCHES`: the same function
+    with less memory or arithmetic); returns how many modules took one."""
+    return set_switches(model, LEAN_SWITCHES, enabled)
 
 
 class TrainingStep:

@@ -75,12 +75,12 @@ class RRDB(nn.Module):
 class RRDBFeatures(NamedTuple):
     """What ``RRDBNet.forward(x, return_features=True)`` returns.
 
-    ``out``: the SR image. ``last_lr_fea``: F (LR resolution, nf channels).
+    ``out``: the SR image (None when not asked for). ``last_lr_fea``: F (LR resolution, nf channels).
     ``fea_up``: ``{2: fea_up2, 4: fea_up4, ...}`` the activated upsampling-stage outputs.
     ``blocks``: ``{index: B_index}`` the requested trunk block outputs (0-based).
     """
 
-    out: Tensor
+    out: Tensor | None
     last_lr_fea: Tensor
     fea_up: dict[int, Tensor]
     blocks: dict[int, Tensor]
@@ -168,8 +168,12 @@ class RRDBNet(nn.Module):
         return fea, blocks
 
     def forward(
-        self, x: Tensor, *, return_features: bool = False, block_ids: Sequence[int] = ()
+        self, x: Tensor, *, return_features: bool = False, block_ids: Sequence[int] = (), up_to: int | None = None,
+        image: bool = True,
     ) -> Tensor | RRDBFeatures:
+        """The SR image, or with ``return_features`` the :class:`RRDBFeatures` of ``x``. ``up_to`` (features only):
+        the largest upsampling factor whose features are needed — later stages are not run; ``image=False``: no SR
+        image (``out`` is None). Both skip only work whose result is not returned."""
         for b in block_ids:
             if not 0 <= b < self.nb:
                 raise ValueError(f"RRDBNet: block index {b} out of range 0..{self.nb - 1}")
@@ -184,15 +188,18 @@ class RRDBNet(nn.Module):
             fea = f0 + self.trunk_conv(trunk)
         last_lr_fea = fea
         fea_up: dict[int, Tensor] = {}
-        for m in range(1, self.n_up + 1):
+        image = image or not return_features
+        stages = self.n_up if image or up_to is None else min(self.n_up, max(0, int(up_to).bit_length() - 1))
+        for m in range(1, stages + 1):
             conv = getattr(self, f"upconv{m}")
             fea = _lrelu(conv(F.interpolate(fea, scale_factor=2, mode="nearest")))
             fea_up[2**m] = fea
-        out = self.conv_last(_lrelu(self.HRconv(fea)))
-        if self.bicubic_skip:
+        out = self.conv_last(_lrelu(self.HRconv(fea))) if image else None
+        if out is not None and self.bicubic_skip:
             out = out + bicubic_upsample(lr, self.scale)
         if return_features:
             return RRDBFeatures(out, last_lr_fea, fea_up, blocks)
+        assert out is not None
         return out
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from restorekit_rrdb import RRDBNet, bicubic_upsample
 from torch import Tensor, nn
 
-from .layers import ActNorm, CouplingCond, FlowStep, Split2d, Squeeze, gaussian_logp, sum_per_sample
+from .layers import ActNorm, CondMap, CouplingCond, FlowStep, Split2d, Squeeze, Up2Map, gaussian_logp, sum_per_sample
 
 _FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
 
@@ -88,10 +88,18 @@ class LevelCond:
     mean: Tensor | None = field(default=None, repr=False)
     """``skip = "rrdb"`` networks: the RRDB's SR image of this LR batch (the image the flow's residual is taken
     against)."""
+    factored: list[Up2Map | None] = field(default_factory=list, repr=False)
+    """Per level, the same map as an :class:`~restorekit_srflow.layers.Up2Map` where its stacked-block part is
+    a ×2 nearest upsampling (``SRFlowArch.factor_cond``); the couplings then read this instead of ``maps``."""
 
     @property
     def batch(self) -> int:
         return int(self.maps[0].shape[0])
+
+    def map_for(self, level: int) -> CondMap:
+        """What the couplings of ``level`` (1-based) read: the factored map where there is one, else the map."""
+        f = self.factored[level - 1] if level <= len(self.factored) else None
+        return f if f is not None else self.maps[level - 1]
 
 
 class FlowUpsamplerNet(nn.Module):
@@ -214,6 +222,12 @@ class SRFlowArch(nn.Module):
         )
         self._gradient_checkpointing = False
 
+    factor_cond: bool = False
+    """Fast path, off as built (set by restorekit's ``lean_training`` and ``fast_inference``): the couplings
+    convolve the ×2-upsampled stacked blocks of the 2·LR level's conditional map at LR resolution
+    (:class:`~restorekit_srflow.layers.Up2Map`): the same function — equal up to float rounding — with 16 instead
+    of 36 multiply-adds per channel pair for those channels (256 of the 320 in the official models)."""
+
     # ------------------------------------------------------------------------------------------------
     # switches
 
@@ -242,7 +256,9 @@ class SRFlowArch(nn.Module):
         Reusable for every encode/decode of this LR batch (``cond=``); ``cache`` lets those calls also keep
         the couplings' latent-independent terms in it (see :class:`LevelCond`).
         """
-        rrdb = self.RRDB(lr, return_features=True, block_ids=self.stack_blocks)
+        # only the upsampling stages some level reads (not fea_up4 at 4x, §3.3), and the SR image only for skip=rrdb
+        up_to = int(max(1.0, *self.level_ratio))
+        rrdb = self.RRDB(lr, return_features=True, block_ids=self.stack_blocks, up_to=up_to, image=self.skip == "rrdb")
         last = rrdb.last_lr_fea
         feats: dict[float, Tensor] = {1.0: last}
         for factor, fea in rrdb.fea_up.items():
@@ -254,15 +270,20 @@ class SRFlowArch(nn.Module):
                 feats[ratio] = F.interpolate(last, scale_factor=ratio, mode="bilinear", align_corners=False)
         stacked = torch.cat([rrdb.blocks[b] for b in self.stack_blocks], 1) if self.stack_blocks else None
         maps: list[Tensor] = []
+        factored: list[Up2Map | None] = []
         for ratio in self.level_ratio:
             fea = feats[ratio]
+            f = None
             if stacked is not None:
                 # nearest: source pixel floor(i·h_S/h_out) — repeated squares above LR, the top-left pixel at LR/2
                 size = (int(fea.shape[-2]), int(fea.shape[-1]))
                 same = size == tuple(stacked.shape[-2:])
+                if self.factor_cond and size == (2 * int(stacked.shape[-2]), 2 * int(stacked.shape[-1])):
+                    f = Up2Map(fea, F.pad(stacked, (1, 1, 1, 1)))
                 fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
             maps.append(fea)
-        return LevelCond(maps, cache=cache, mean=rrdb.out if self.skip == "rrdb" else None)
+            factored.append(f)
+        return LevelCond(maps, cache=cache, mean=rrdb.out if self.skip == "rrdb" else None, factored=factored)
 
     def _skip_image(self, lr: Tensor, cond: LevelCond) -> Tensor:
         """The image the flow's residual is taken against (``skip``): bicubic(LR) or the RRDB's SR image."""
@@ -281,7 +302,7 @@ class SRFlowArch(nn.Module):
     def _coupling_terms(self, index: int, step: FlowStep, cond: LevelCond, level: int) -> CouplingCond:
         affine = step.affine
         assert affine is not None
-        u = cond.maps[level - 1]
+        u = cond.map_for(level)
         if not cond.cache or torch.is_grad_enabled():
             return affine.cond_terms(u)
         hit = cond.terms.get(index)
@@ -342,12 +363,15 @@ class SRFlowArch(nn.Module):
         if self._gradient_checkpointing and self.training and torch.is_grad_enabled() and _initialised(layer):
             from torch.utils.checkpoint import checkpoint
 
-            def run(x: Tensor, logdet: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+            def run(x: Tensor, logdet: Tensor, *parts: Tensor) -> tuple[Tensor, Tensor]:
                 # the coupling's conditional branch is recomputed in backward too
+                u: CondMap = Up2Map(*parts) if len(parts) == 2 else parts[0]
                 terms = layer.affine.cond_terms(u) if layer.affine is not None else None
                 return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
 
-            return checkpoint(run, x, logdet, cond.maps[level - 1], use_reentrant=False)  # type: ignore[no-any-return]
+            u = cond.map_for(level)
+            parts = tuple(u) if isinstance(u, Up2Map) else (u,)
+            return checkpoint(run, x, logdet, *parts, use_reentrant=False)  # type: ignore[no-any-return]
         terms = self._coupling_terms(index, layer, cond, level) if layer.conditional else None
         return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
 
@@ -357,6 +381,7 @@ class SRFlowArch(nn.Module):
         cond = self._cond_for(lr, cond, batch)
         if any(m.dtype != torch.float32 for m in cond.maps):
             cond.maps = [m.float() for m in cond.maps]
+            cond.factored = [None if f is None else Up2Map(f.dense.float(), f.low.float()) for f in cond.factored]
             cond.terms.clear()
         mean = getattr(cond, "mean", None)
         if isinstance(mean, Tensor) and mean.dtype != torch.float32:
