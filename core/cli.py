@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved plan")
     p.add_argument("--list-plugins", action="store_true", help="list plugins, their components and sources")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="with --list-plugins or --options: JSON output; with --benchmark: write the results to FILE")
+                   help="with --list-plugins, --list-models or --options: JSON output (to FILE if given); with "
+                   "--benchmark: write the results to FILE")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON Schema of the pipeline spec (with every installed component's params)")
     p.add_argument("--options", nargs=2, metavar=("KIND", "NAME"),
@@ -92,7 +93,7 @@ def _registry(args: argparse.Namespace) -> Any:
 def list_plugins(args: argparse.Namespace) -> int:
     from .plugin_info import list_plugins as show
 
-    return show(_registry(args), as_json=args.json)
+    return show(_registry(args), as_json=bool(args.json))
 
 
 def _count(module: Any) -> int:
@@ -233,12 +234,74 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"restore-run: warning: {message}", file=sys.stderr)
 
 
+_EVERYWHERE = {"registry", "trace_plugins"}
+_MODES: dict[str, tuple[str, set[str]]] = {
+    # mode (the attribute that selects it) → (its flag, the other flags that mean something with it)
+    "schema": ("--schema", set()),
+    "list_plugins": ("--list-plugins", {"json"}),
+    "benchmark": ("--benchmark", {"model", "sizes", "batches", "precisions", "samples", "warmup", "repeats", "compile",
+                                  "no_memory", "memory_mode", "threads", "train", "compare", "json", "device"}),
+    "options": ("--options", {"json"}),
+    "list_models": ("--list-models", {"json"}),
+    "inputs": ("--input", {"model", "output", "temperatures", "samples", "seed", "tile", "overwrite", "print_spec",
+                           "device", "quiet"}),
+    "pipeline": ("a pipeline file", {"overrides", "dry_run", "device", "resume", "quiet"}),
+}
+
+
+_HINTS = {
+    "inputs": " (it applies to a pipeline file: write one with --print-spec)",
+    "pipeline": " (change a pipeline with --set, e.g. --set networks.generator.model=NAME)",
+}
+
+
+def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A flag that does nothing in the chosen mode is a mistake (one line), not something to ignore silently."""
+    given = [a for a in parser._actions if a.dest != "help" and getattr(args, a.dest, None) != a.default]
+    mode = next((m for m in _MODES if any(a.dest == m for a in given)), None)
+    if mode is None:
+        return
+    flag, allowed = _MODES[mode]
+    for action in given:
+        if action.dest != mode and action.dest not in allowed | _EVERYWHERE:
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            name = "--input" if action.dest == "inputs" else name
+            quick = action.dest in _MODES["inputs"][1] and mode == "pipeline"
+            if action.dest == "pipeline" or quick:
+                what = flag if action.dest == "pipeline" else name
+                raise UserError(f"{args.pipeline}: {what} is for one-command SR without a pipeline file; give a "
+                                f"pipeline file or --input, not both{_HINTS['pipeline']}")
+            hint = _HINTS.get(mode, "") if action.dest in _MODES["pipeline"][1] or mode == "pipeline" else ""
+            raise UserError(f"{name} does nothing with {flag}{hint}")
+
+
+def _to_json_file(args: argparse.Namespace, run: Any) -> int:
+    """``--json FILE`` for the listing commands: what they print as JSON, written to FILE (atomically)."""
+    import contextlib
+    import io
+
+    from .bench.command import check_json_path
+    from .files import atomic_write
+
+    if args.json in (None, "-"):
+        return int(run())
+    path = Path(args.json)
+    check_json_path(path)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = int(run())
+    atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
+    print(f"wrote {path}")
+    return status
+
+
 def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.version:
         from . import __version__
 
         print(f"restorekit {__version__}")
         return 0
+    _check_flags(args, parser)
     if args.schema:
         from .plugin_info import schema_with_plugins
         from .spec import json_schema
@@ -246,7 +309,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps(schema_with_plugins(json_schema(), _registry(args)), indent=2))
         return 0
     if args.list_plugins:
-        return list_plugins(args)
+        return _to_json_file(args, lambda: list_plugins(args))
     if args.benchmark:
         from .bench import main_from_args
 
@@ -254,11 +317,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.options:
         from .plugin_info import component_options
 
-        return component_options(_registry(args), *args.options, as_json=args.json)
+        return _to_json_file(args, lambda: component_options(_registry(args), *args.options, as_json=bool(args.json)))
     if args.list_models:
         from .quick import list_models
 
-        return list_models(_registry(args), as_json=bool(args.json))
+        return _to_json_file(args, lambda: list_models(_registry(args), as_json=bool(args.json)))
     if _quick_flags(args):
         return _quick(args)
     if args.pipeline is None:
@@ -266,6 +329,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("restore-run: error: a pipeline file is needed", file=sys.stderr)
         return EXIT_USER
 
+    from .catalogue import quiet_downloads
     from .plan import make_plan
     from .spec import load_spec
 
@@ -280,7 +344,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return dry_run(plan)
     from .runner import execute
 
-    return execute(plan)
+    with quiet_downloads(args.quiet):
+        return execute(plan)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -129,10 +129,18 @@ def _is_flow(plan: Any) -> bool:
 # the spec
 
 
-def build_spec_data(opts: QuickOptions, registry: Any) -> tuple[dict[str, Any], Any]:
-    """The pipeline of a one-command run, as TOML-ready data, and its plan (validated, nothing loaded yet)."""
+def build_spec_data(opts: QuickOptions, registry: Any, *, for_this_machine: bool = True) -> tuple[dict[str, Any], Any]:
+    """The pipeline of a one-command run, as TOML-ready data, and its plan (validated, nothing loaded yet).
+
+    ``for_this_machine=False`` (``--print-spec``): the spec may name a device this machine lacks (``--device cuda``
+    to run elsewhere); the plan is then made for ``auto``."""
     from .plan import make_plan
     from .spec import spec_from_dict
+
+    def plan_of(data: dict[str, Any]) -> Any:
+        if not for_this_machine:
+            data = {**data, "run": {**data["run"], "device": "auto"}}
+        return make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
 
     _check_numbers(opts)
     inputs = _check_inputs(opts.inputs)
@@ -160,7 +168,7 @@ def build_spec_data(opts: QuickOptions, registry: Any) -> tuple[dict[str, Any], 
         }
 
     data = data_for("sr", False)
-    plan = make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
+    plan = plan_of(data)
     flow = _is_flow(plan)
     if not flow:
         given = [f for f, v in (("--temperature", opts.temperatures), ("--samples", opts.samples)) if v is not None]
@@ -171,7 +179,7 @@ def build_spec_data(opts: QuickOptions, registry: Any) -> tuple[dict[str, Any], 
         return data, plan
     mode = "sr" if temps == [0.0] and samples == 1 else "sample"
     data = data_for(mode, True)
-    return data, make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
+    return data, plan_of(data)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ def command_line(argv: Sequence[str] | None) -> str:
 
 def run_quick(opts: QuickOptions, registry: Any, *, print_spec: bool = False, argv: Sequence[str] | None = None) -> int:
     """Build the spec of a one-command run; print it as TOML (``print_spec``) or run it. Returns the exit status."""
-    data, plan = build_spec_data(opts, registry)
+    data, plan = build_spec_data(opts, registry, for_this_machine=not print_spec)
     if print_spec:
         header = [
             "restorekit pipeline written by:",

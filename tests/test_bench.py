@@ -108,6 +108,9 @@ def test_compare_file_with_wrong_types_is_one_line(registry, tmp_path: Path, cap
     (["--json", "{folder}"], "is a folder"),
     (["--json", "{file}/bench.json"], "exists and is not a folder"),
     (["--compare", "{folder}"], "--compare: is a folder"),
+    (["--precisions", "fp16", "--device", "cpu"], "--precisions fp16: needs a CUDA device"),
+    (["--input", "{file}"], "--input does nothing with --benchmark"),
+    (["--seed", "3"], "--seed does nothing with --benchmark"),
 ])
 def test_benchmark_bad_flags_are_one_line_before_measuring(registry, tmp_path: Path, capsys, flags, expected) -> None:
     """Bad --device/--precisions/--threads/--json/--compare values: one line, exit 2, nothing measured."""
@@ -164,3 +167,16 @@ def test_train_rows_compare_the_training_step_with_the_plain_one() -> None:
         assert r.max_abs_diff is not None and r.max_abs_diff <= 1e-4
         assert r.ms > 0 and r.plain_ms is not None and r.plain_ms > 0 and r.speedup_vs_plain is not None
         assert "adam=fused" in r.note or "adam=foreach" in r.note
+
+
+def test_a_benchmark_that_measures_nothing_is_an_error(registry, monkeypatch, capsys) -> None:
+    # every case failing (absurd --sizes, a model that cannot run) is exit 2 with the reason, not an empty table
+    import restorekit.bench.cases as cases
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("not enough memory: you tried to allocate 120 GB")
+
+    monkeypatch.setattr(cases, "run_case", fail)
+    assert main(["--benchmark", "--model", TINY_RRDB, "--sizes", "100000", "--no-memory"], registry=registry) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("restore-run: error: --benchmark: nothing could be measured") and "120 GB" in err

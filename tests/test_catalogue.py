@@ -498,6 +498,10 @@ def test_list_models_shows_scale_size_cache_state_and_licence(
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
     assert rows["tiny-rrdb"]["cached"] is True and rows["tiny-rrdb"]["bytes"] == len(official)
     assert rows["realesrgan-x4plus"]["licence"] == "BSD-3-Clause" and rows["realesrgan-x4plus"]["cached"] is False
+    # --json FILE writes the same JSON there (the listing commands used to ignore FILE)
+    assert main(["--list-models", "--json", str(tmp_path / "models.json")], registry=registry) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'models.json'}"
+    assert {r["name"]: r for r in json.loads((tmp_path / "models.json").read_text())["models"]} == rows
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -126,6 +126,10 @@ def test_no_model_uses_bundled_srflow_at_temperature_zero(tmp_path: Path, sample
     data = tomllib.loads(text)
     assert data["networks"]["generator"] == {"model": "bundled-srflow-x4"}
     assert data["infer"]["mode"] == "sr" and data["infer"]["temperatures"] == [0.0]
+    # a spec for another machine: printing it needs no CUDA here
+    code, text, err = run(["--input", str(img), "--output", str(tmp_path / "o"), "--device", "cuda:1", "--print-spec"],
+                          registry, capsys)
+    assert code == 0 and tomllib.loads(text)["run"]["device"] == "cuda:1", err
     code, _, err = run(["--input", str(img), "--output", str(tmp_path / "o")], registry, capsys)
     assert code == 0, err
     assert pngs(tmp_path / "o") == [f"{img.stem}.png"] and not home.exists()
@@ -166,6 +170,12 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path: Path, rrdb_ckpt, s
         (["--input", "IMG", "--model", "RRDB", "--model", "RRDB"], "--model: give one model for --input (got 2)"),
         (["--input", "IMG", "--model", ""], "--model: empty name"),
         (["--input", "", "--model", "RRDB"], "--input: empty path"),
+        # flags that mean nothing in this mode are refused, not silently ignored
+        (["--input", "IMG", "--model", "RRDB", "--set", "run.seed=1"],
+         "--set does nothing with --input (it applies to a pipeline file: write one with --print-spec)"),
+        (["--input", "IMG", "--model", "RRDB", "--dry-run"], "--dry-run does nothing with --input"),
+        (["--input", "IMG", "--model", "RRDB", "--resume"], "--resume does nothing with --input"),
+        (["--input", "IMG", "--model", "RRDB", "--sizes", "64"], "--sizes does nothing with --input"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, rrdb_ckpt, sample_png, registry, capsys, home: Path,

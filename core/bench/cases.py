@@ -122,6 +122,9 @@ def run_benchmark(
             auto = "cuda" if torch.cuda.is_available() else "cpu"
             device = torch.device(auto if d == "auto" else d)
             for precision in cfg.precisions:
+                if precision == "fp16" and device.type != "cuda":
+                    notes.append(f"{bm.name} {device} fp16: skipped (fp16 needs a CUDA device)")
+                    continue
                 for size in cfg.sizes:
                     for batch in cfg.batches:
                         what = f"{bm.name} {device} {precision} LR {size} batch {batch}"
@@ -134,6 +137,8 @@ def run_benchmark(
                             line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
                             notes.append(f"{what}: skipped ({exc.__class__.__name__}: {line})")
         bm.module.to("cpu")
+    if models and not rows:
+        raise UserError(f"--benchmark: nothing could be measured; {notes[-1] if notes else 'no case ran'}")
     return rows, notes
 
 

@@ -91,6 +91,9 @@ def check_config(cfg: BenchConfig) -> None:
                             "comma-separated)")
         if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {d}: CUDA is not available on this machine")
+    cuda = any(d.startswith("cuda") or (d == "auto" and torch.cuda.is_available()) for d in cfg.devices)
+    if "fp16" in cfg.precisions and not cuda:
+        raise UserError("--precisions fp16: needs a CUDA device (fp16 autocast is a GPU precision; on a CPU use bf16)")
     for name, values in (("--sizes", cfg.sizes), ("--batches", cfg.batches)):
         if not values or any(v < 1 for v in values):
             raise UserError(f"{name}: give positive integers, got {values}")
