@@ -99,8 +99,13 @@ class GeneratorComponent(Component[P]):
     * ``convert_state_dict(state_dict, params) -> dict``: keys renamed to the built module's own names,
       raising :class:`restorekit.UserError` naming the parameter when the file does not fit ``params``.
     * ``presets``: named params sets (``preset = "srflow-df2k-4x"`` in a spec, or ``load(..., preset=)``).
+
+    ``flow``: whether ``build`` returns a :class:`FlowModel` (temperatures, samples, latents), so that tools can
+    tell without building the network; None: found out by building it on the meta device. The conformance kit
+    checks that it matches the built module.
     """
 
+    flow: bool | None = None
     detect: Callable[[StateDict], bool] | None = None
     params_from_state_dict: Callable[[StateDict], dict[str, Any]] | None = None
     convert_state_dict: Callable[[StateDict, Any], dict[str, Tensor]] | None = None

@@ -104,23 +104,15 @@ def _network_table(model: str, registry: Any) -> dict[str, Any]:
 
 
 def _is_flow(plan: Any) -> bool:
-    """Whether the network is a :class:`~restorekit.FlowModel`. Read off the class ``build`` is annotated to return
-    (no weights made): the class has the protocol's methods (``scale`` and ``size_multiple`` are set per instance,
-    so ``isinstance`` needs an instance); else ``isinstance`` of a module built on the meta device."""
-    import typing
-
+    """Whether the network is a :class:`~restorekit.FlowModel`: the component's ``flow`` flag, else ``isinstance``
+    of the network built on the meta device (no weights made)."""
     import torch
 
     from .components import FlowModel
 
     net = plan.networks["generator"]
-    try:
-        target: Any = typing.get_type_hints(net.component.build).get("return")
-    except Exception:  # noqa: BLE001 - unresolvable annotations: build one
-        target = None
-    if isinstance(target, type) and issubclass(target, torch.nn.Module):
-        methods = [n for n, v in vars(FlowModel).items() if callable(v) and not n.startswith("_")]
-        return all(callable(getattr(target, m, None)) for m in methods)
+    if net.component.flow is not None:
+        return bool(net.component.flow)
     with torch.device("meta"):
         return isinstance(net.component.build(net.params), FlowModel)
 

@@ -92,11 +92,11 @@ class Net(nn.Module):
         return F.pixel_shuffle(self.conv(lr), self.real)
 
 
-def plugin(build: Any, params: type[Params] = P, name: str = "net") -> object:
+def plugin(build: Any, params: type[Params] = P, name: str = "net", **extra: Any) -> object:
     class Plugin:
         @hookimpl
         def restorekit_generators(self):
-            return [GeneratorComponent(name=name, params=params, build=build)]
+            return [GeneratorComponent(name=name, params=params, build=build, **extra)]
 
     return Plugin()
 
@@ -116,6 +116,12 @@ def test_a_good_generator_passes(tmp_path: Path) -> None:
 def test_generator_mistakes_are_named(build: Any, message: str, tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=message):
         check_generator(make_registry(("mine", plugin(build))), "net", tmp_dir=tmp_path, train=False)
+
+
+def test_a_flow_flag_that_does_not_match_the_network_is_caught(tmp_path: Path) -> None:
+    reg = make_registry(("mine", plugin(lambda p: Net(p.scale), flow=True)))
+    with pytest.raises(AssertionError, match="declares flow=True, but build returned no FlowModel"):
+        check_generator(reg, "net", tmp_dir=tmp_path, train=False)
 
 
 def test_a_size_multiple_the_network_does_not_honour_is_caught(tmp_path: Path) -> None:

@@ -44,6 +44,9 @@ def check_generator(
     comp = resolve_component(registry, "generator", name)
     who = f"generator {name!r}"
     model = build_generator(comp, params)
+    if comp.flow is not None and comp.flow != isinstance(model, FlowModel):
+        raise fail(who, f"declares flow={comp.flow}, but build returned "
+                        f"{'no' if comp.flow else 'a'} FlowModel (encode, decode, latent_shapes)")
     check_forward(model, name=who)
     check_size_multiple(model, name=who)
     if isinstance(model, FlowModel):

@@ -18,6 +18,7 @@ def restorekit_generators() -> list[GeneratorComponent[Any]]:
             params=SRFlowParams,
             build=build_srflow,
             summary="SRFlow conditional normalising flow (official checkpoints, sampling, latent tools)",
+            flow=True,
             detect=detect,
             params_from_state_dict=params_from_state_dict,
             convert_state_dict=convert_state_dict,
