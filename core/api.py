@@ -46,6 +46,9 @@ def load(
         entry = lookup(checkpoint, load_catalogue(catalogue, registry=registry), where=f"{checkpoint}: not a file")
         if component is not None and component != entry.component:
             raise UserError(f"{checkpoint}: catalogue entry is a {entry.component!r} model, not {component!r}")
+        if entry.component not in registry.names("generator"):  # before downloading anything
+            raise UserError(f"{checkpoint}: catalogue entry needs the generator {entry.component!r}, which no installed "
+                            "plugin provides (restore-run --list-plugins)")
         path = fetch(entry)
         preset = preset if preset is not None else entry.preset
         params = {**entry.params, **params}

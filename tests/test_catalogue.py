@@ -553,6 +553,22 @@ def test_spec_network_model_bad_input_is_one_line(
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_an_entry_for_a_component_not_installed_downloads_nothing(
+    tmp_path: Path, server: Server, home: Path, official: bytes, registry, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a plugin's catalogue entry whose generator is not installed: one line before any request
+    e = entry("edsr-x4", component="edsr", params={}, urls=[server.add("/edsr.pth", official)])
+    monkeypatch.setenv(cat.ENV_CATALOGUE, str(catalogue_file(tmp_path, e)))
+    with pytest.raises(UserError, match="edsr-x4: catalogue entry needs the generator 'edsr', which no installed"):
+        restorekit.load("edsr-x4", registry=registry)
+    spec = tmp_path / "p.toml"
+    spec.write_text('[run]\nmode = "infer"\n[networks.generator]\nmodel = "edsr-x4"\n[infer]\ninputs = ["in"]\n')
+    assert main([str(spec)], registry=registry) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "p.toml: networks.generator.model:" in err and "'edsr'" in err, err
+    assert server.requests == [] and not home.exists()
+
+
 def test_official_format_srflow_from_a_zip_end_to_end(
     tmp_path: Path, server: Server, home: Path, fixtures: Path, sample_png, registry, capsys,
     monkeypatch: pytest.MonkeyPatch,

@@ -42,10 +42,10 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
             preset = preset if preset is not None else entry.preset
             net_params = {**entry.params, **net.params}
             weights_key = "model"
-            if entry.preset is None:  # its params are in the file (bundled models): read them now
-                weights = fetch(entry)
         assert component is not None  # NetworkSpec guarantees component or model
-        resolved = get("generator", component, f"{where}.component")
+        resolved = get("generator", component, f"{where}.model" if entry is not None else f"{where}.component")
+        if entry is not None and entry.preset is None:  # params in the file (bundled models): read them now
+            weights = fetch(entry)  # after the component is known to be installed: nothing downloaded in vain
         sd = None
         file_params: dict[str, Any] = {}
         if weights is not None:
