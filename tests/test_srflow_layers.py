@@ -357,6 +357,8 @@ def test_factored_map_convolution_is_the_full_convolution(h: int, w: int) -> Non
 
 
 def test_factored_conditional_map_gives_the_same_flow() -> None:
+    from restorekit_srflow.layers import Up2Map
+
     # factor_cond (restorekit's fast paths): the 2·LR level reads an Up2Map; encode/decode equal the plain network
     net = tiny()
     lr, hr = torch.rand(2, 3, 4, 6), torch.rand(2, 3, 16, 24)
@@ -365,8 +367,11 @@ def test_factored_conditional_map_gives_the_same_flow() -> None:
         plain_sr, plain_nll = net.decode(lr, zs), net.encode(hr, lr).nll
         net.factor_cond = True
         cond = net.conditional_features(lr)
-        assert [f is not None for f in cond.factored] == [True, False, False]  # only the 2·LR level is upsampled
-        assert torch.equal(cond.factored[0].full(), cond.maps[0])
+        # only the 2·LR level is upsampled; maps gives the same full maps as the plain network's
+        assert [isinstance(u, Up2Map) for u in cond.levels] == [True, False, False]
+        net.factor_cond = False
+        assert all(torch.equal(a, b) for a, b in zip(cond.maps, net.conditional_features(lr).maps))
+        net.factor_cond = True
         assert float((net.decode(lr, zs, cond=cond) - plain_sr).abs().max()) <= 1e-5
         assert float((net.encode(hr, lr).nll - plain_nll).abs().max()) <= 1e-5
 

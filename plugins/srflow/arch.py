@@ -72,8 +72,12 @@ class Encoded(NamedTuple):
 
 @dataclass
 class LevelCond:
-    """The conditional maps of one LR batch, one per flow level (``maps[0]`` = level 1), from
+    """The conditional maps of one LR batch, one per flow level (``levels[0]`` = level 1), from
     :meth:`SRFlowNet.conditional_features`.
+
+    A level's map is a tensor, or — with ``SRFlowArch.factor_cond``, where its stacked-block part is a ×2
+    nearest-neighbour upsampling — the same map kept factored (:class:`~restorekit_srflow.layers.Up2Map`), which
+    the couplings convolve faster; ``maps`` gives every level as a full tensor.
 
     Pass it as ``cond=`` to :meth:`SRFlowNet.decode` / :meth:`SRFlowNet.encode` to decode several latent sets for one
     LR batch. With ``cache=True`` the couplings' latent-independent terms (the whole ``fFeatures`` branch and the
@@ -82,24 +86,37 @@ class LevelCond:
     The cache holds about ``K·(2C + hidden)`` floats per pixel of each level: drop the object to free it.
     """
 
-    maps: list[Tensor]
+    levels: list[CondMap]
     cache: bool = True
     terms: dict[int, tuple[tuple[Any, ...], CouplingCond]] = field(default_factory=dict, repr=False)
     mean: Tensor | None = field(default=None, repr=False)
     """``skip = "rrdb"`` networks: the RRDB's SR image of this LR batch (the image the flow's residual is taken
     against)."""
-    factored: list[Up2Map | None] = field(default_factory=list, repr=False)
-    """Per level, the same map as an :class:`~restorekit_srflow.layers.Up2Map` where its stacked-block part is
-    a ×2 nearest upsampling (``SRFlowArch.factor_cond``); the couplings then read this instead of ``maps``."""
+
+    @property
+    def maps(self) -> list[Tensor]:
+        """Every level's map as a full tensor (a factored level's is built on each access)."""
+        return [u.full() if isinstance(u, Up2Map) else u for u in self.levels]
 
     @property
     def batch(self) -> int:
-        return int(self.maps[0].shape[0])
+        u = self.levels[0]
+        return int((u.dense if isinstance(u, Up2Map) else u).shape[0])
 
     def map_for(self, level: int) -> CondMap:
-        """What the couplings of ``level`` (1-based) read: the factored map where there is one, else the map."""
-        f = self.factored[level - 1] if level <= len(self.factored) else None
-        return f if f is not None else self.maps[level - 1]
+        """What the couplings of ``level`` (1-based) read."""
+        return self.levels[level - 1]
+
+    def to_float(self) -> None:
+        """Cast the maps (and ``mean``) to float32 in place, dropping cached terms of another dtype."""
+        def cast(u: CondMap) -> CondMap:
+            return Up2Map(u.dense.float(), u.low.float()) if isinstance(u, Up2Map) else u.float()
+
+        if any((u.dense if isinstance(u, Up2Map) else u).dtype != torch.float32 for u in self.levels):
+            self.levels = [cast(u) for u in self.levels]
+            self.terms.clear()
+        if self.mean is not None and self.mean.dtype != torch.float32:
+            self.mean = self.mean.float()
 
 
 class FlowUpsamplerNet(nn.Module):
@@ -269,21 +286,19 @@ class SRFlowArch(nn.Module):
                 # bilinear, half-pixel centres, no antialiasing (= 2x2 mean for LR/2)
                 feats[ratio] = F.interpolate(last, scale_factor=ratio, mode="bilinear", align_corners=False)
         stacked = torch.cat([rrdb.blocks[b] for b in self.stack_blocks], 1) if self.stack_blocks else None
-        maps: list[Tensor] = []
-        factored: list[Up2Map | None] = []
+        levels: list[CondMap] = []
         for ratio in self.level_ratio:
             fea = feats[ratio]
-            f = None
             if stacked is not None:
                 # nearest: source pixel floor(i·h_S/h_out) — repeated squares above LR, the top-left pixel at LR/2
                 size = (int(fea.shape[-2]), int(fea.shape[-1]))
-                same = size == tuple(stacked.shape[-2:])
                 if self.factor_cond and size == (2 * int(stacked.shape[-2]), 2 * int(stacked.shape[-1])):
-                    f = Up2Map(fea, F.pad(stacked, (1, 1, 1, 1)))
+                    levels.append(Up2Map(fea, F.pad(stacked, (1, 1, 1, 1))))
+                    continue
+                same = size == tuple(stacked.shape[-2:])
                 fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
-            maps.append(fea)
-            factored.append(f)
-        return LevelCond(maps, cache=cache, mean=rrdb.out if self.skip == "rrdb" else None, factored=factored)
+            levels.append(fea)
+        return LevelCond(levels, cache=cache, mean=rrdb.out if self.skip == "rrdb" else None)
 
     def _skip_image(self, lr: Tensor, cond: LevelCond) -> Tensor:
         """The image the flow's residual is taken against (``skip``): bicubic(LR) or the RRDB's SR image."""
@@ -379,13 +394,7 @@ class SRFlowArch(nn.Module):
         """The conditional features (the RRDB runs under the caller's fp16 autocast), cast to fp32 in place so
         that a reused ``cond`` keeps its fp32 maps and cached terms."""
         cond = self._cond_for(lr, cond, batch)
-        if any(m.dtype != torch.float32 for m in cond.maps):
-            cond.maps = [m.float() for m in cond.maps]
-            cond.factored = [None if f is None else Up2Map(f.dense.float(), f.low.float()) for f in cond.factored]
-            cond.terms.clear()
-        mean = getattr(cond, "mean", None)
-        if isinstance(mean, Tensor) and mean.dtype != torch.float32:
-            cond.mean = mean.float()  # type: ignore[attr-defined]
+        cond.to_float()
         return cond
 
     def _cond_for(self, lr: Tensor, cond: LevelCond | None, batch: int) -> LevelCond:
