@@ -15,7 +15,7 @@ from torch import nn
 from .files import write_text
 from .components import Sample, ValidationContext
 from .data.datasets import load_val_samples
-from .errors import UserError
+from .errors import UserError, where
 from .plan import Plan, build_network
 
 
@@ -76,7 +76,8 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
         if key not in samples:
             samples[key] = [
                 Sample(s.name, s.lq.to(device), s.hq.to(device))
-                for s in load_val_samples(spec.data.val, scale=scale, size_multiple=multiple, seed=spec.run.seed)
+                for s in load_val_samples(spec.data.val, scale=scale, size_multiple=multiple, seed=spec.run.seed,
+                                           where=where(plan.source, "data.val", ""))
             ]
         validator = vplan.build()
         ctx = ValidationContext(device=device, scale=scale, step=0, output_dir=out_dir / "eval" / vplan.name)

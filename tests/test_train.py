@@ -349,7 +349,7 @@ def test_bad_trainable_only_prefix_and_other_spec_mistakes(images: Path, reg: Pl
         run_train(images, reg, pipeline(images, val=False, train_={"resume": "nowhere"}))
     with pytest.raises(UserError, match=r"train.best_metric: 'psnr.ssim' is not a validation metric \(available: psnr.psnr\)"):
         run_train(images, reg, pipeline(images, train_={"best_metric": "psnr.ssim", "steps": 1}))
-    with pytest.raises(UserError, match="data.train.hq: .*empty: no images found"):
+    with pytest.raises(UserError, match="^p.toml: data.train.hq: .*empty: no images found"):
         (images / "empty").mkdir()
         data = pipeline(images, val=False)
         data["data"]["train"]["hq"] = "empty"

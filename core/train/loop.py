@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import CHECKPOINTS, clean_temporaries, newest_checkpoint, save_generator
 from ..data.datasets import BatchStream, TrainDataset
+from ..errors import where
 from ..files import confine, holds_lock
 from ..plan import Plan
 from ..runtime import DistContext, NetworkView, seed_everything
@@ -87,7 +88,8 @@ class Trainer:
 
         primary = plan.steps[0].spec.networks[0]
         scale, multiple = geometry(self.networks, primary, self.spec.data.train.scale, "data.train", src)
-        self.dataset = TrainDataset(self.spec.data.train, scale=scale, seed=self.seed, size_multiple=multiple)
+        self.dataset = TrainDataset(self.spec.data.train, scale=scale, seed=self.seed, size_multiple=multiple,
+                                    where=where(src, "data.train", ""))
         self.stream = BatchStream(
             self.dataset, batch_size=self.spec.data.train.batch_size, workers=self.spec.data.train.workers,
             seed=self.seed, rank=ctx.rank, world=ctx.world, pin_memory=device.type == "cuda",

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..components import FlowModel, Sample, ValidationContext
 from ..data.datasets import load_val_samples
-from ..errors import UserError
+from ..errors import UserError, where
 from ..plan import Plan
 from .setup import geometry
 from .state import TrainingState
@@ -45,7 +45,8 @@ class Validation:
         if key not in self.cache:
             self.cache[key] = [
                 Sample(s.name, s.lq.to(self.device), s.hq.to(self.device))
-                for s in load_val_samples(val, scale=scale, size_multiple=multiple, seed=self.seed)
+                for s in load_val_samples(val, scale=scale, size_multiple=multiple, seed=self.seed,
+                                           where=where(self.plan.source, "data.val", ""))
             ]
         return self.cache[key]
 
