@@ -206,10 +206,6 @@ class Up2Map(NamedTuple):
     dense: Tensor
     low: Tensor
 
-    @property
-    def channels(self) -> int:
-        return int(self.dense.shape[1] + self.low.shape[1])
-
     def full(self) -> Tensor:
         """The map itself, ``[dense, up2(low)]``."""
         low = self.low[..., 1:-1, 1:-1]
@@ -305,16 +301,14 @@ class _FrozenUp2Conv(torch.autograd.Function):
         for a in (0, 1):
             for c in (0, 1):
                 g_ph[:, :, a, c, a : a + h, c : c + wd] = gv[:, :, :, a, :, c]
-        k = w[:, nd:]
+        shape = low.new_empty(4 * o, low.shape[1], 2, 2)  # only its shape is read (no input gradient)
         _, g_k, _ = torch.ops.aten.convolution_backward(
-            g_ph.flatten(1, 3), low, up2_kernel(k), [4 * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-            [False, True, False],
+            g_ph.flatten(1, 3), low, shape, [4 * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]
         )
         g_ws = torch.cat([g_wd, _kernel_grad(g_k, o)], 1)
         g_bs = g_bs.view_as(s)
         g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
         return None, None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s
-
 
 
 class _FrozenInputConv(torch.autograd.Function):
