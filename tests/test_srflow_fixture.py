@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import restorekit
+from restorekit.perf import fast_inference
 from restorekit.checkpoint import read_state_dict
 from restorekit.errors import UserError
 from restorekit_srflow import SRFlowNet, SRFlowParams, build_srflow, convert_state_dict, detect, params_from_state_dict
@@ -35,8 +36,9 @@ def _fixture_dir() -> Path:
     return fixtures_dir() / "srflow_x4"
 
 
-@pytest.fixture(scope="module")
-def fx() -> dict[str, Any]:
+@pytest.fixture(scope="module", params=[False, True], ids=["as-built", "fast-inference"])
+def fx(request: pytest.FixtureRequest) -> dict[str, Any]:
+    # as built, and with restorekit's inference switches (the factored 2·LR map), which restore-run turns on
     d = _fixture_dir()
     from safetensors.torch import load_file
 
@@ -46,6 +48,7 @@ def fx() -> dict[str, Any]:
     net = build_srflow(params)
     net.load_state_dict(convert_state_dict(sd, params), strict=True)
     net.eval()
+    assert fast_inference(net, enabled=request.param) == 1
     exp = load_file(str(d / "expected.safetensors"))
     lr, gt = exp["lr"], exp["gt"]
     out: dict[str, torch.Tensor] = {}
