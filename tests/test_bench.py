@@ -180,3 +180,17 @@ def test_a_benchmark_that_measures_nothing_is_an_error(registry, monkeypatch, ca
     assert main(["--benchmark", "--model", TINY_RRDB, "--sizes", "100000", "--no-memory"], registry=registry) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("restore-run: error: --benchmark: nothing could be measured") and "120 GB" in err
+
+
+def test_a_fresh_flow_is_exercised_so_max_diff_compares_real_outputs(registry) -> None:
+    # a fresh SRFlow's couplings are the identity: the benchmark initialises its ActNorms from data and gives its
+    # zero-initialised weights small values, so the fast path's numerics are really compared
+    from restorekit.bench.models import resolve_models
+
+    (bm,), _ = resolve_models(["srflow:{nb = 1, nf = 8, gc = 4, K = 1, L = 3, stack_blocks = [0], "
+                               "hidden_channels = 8}"], registry)
+    assert bm.flow and all(m.initialized for m in bm.module.modules() if hasattr(m, "initialized"))
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        sr = bm.module.decode(lr, temperature=0.0)
+        assert torch.isfinite(sr).all() and float(sr.abs().max()) > 0  # the identity flow would give zeros
