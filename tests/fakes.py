@@ -8,7 +8,6 @@ model; :func:`srflow_tiny` is a tiny real SRFlow with jittered weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -180,32 +179,21 @@ def save(path: Path, arr: np.ndarray, *, bits: int = 8) -> Path:
     return path
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (str, Path)):
-        return json.dumps(str(v))
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
-
-
 def pipeline(tmp_path: Path, infer: dict[str, Any], *, component: str = "fakeflow",
              params: dict[str, Any] | None = None, checkpoint: Path | None = None, seed: int = 0,
              name: str = "pipeline.toml") -> Path:
-    lines = ["[run]", 'mode = "infer"', 'device = "cpu"', f"seed = {seed}", 'output_dir = "runs"', "",
-             "[networks.generator]", f"component = {toml_value(component)}"]
+    """An inference pipeline file, written with restorekit's own TOML writer (``restorekit.quick.to_toml``)."""
+    from restorekit.quick import to_toml
+
+    generator: dict[str, Any] = {"component": component}
     if params:
-        lines.append(f"params = {toml_value(params)}")
+        generator["params"] = params
     if checkpoint is not None:
-        lines.append(f"checkpoint = {toml_value(checkpoint)}")
-    lines += ["", "[infer]"] + [f"{k} = {toml_value(v)}" for k, v in infer.items()]
+        generator["checkpoint"] = checkpoint
+    data = {"run": {"mode": "infer", "device": "cpu", "seed": seed, "output_dir": "runs"},
+            "networks": {"generator": generator}, "infer": infer}
     p = tmp_path / name
-    p.write_text("\n".join(lines) + "\n")
+    p.write_text(to_toml(data))
     return p
 
 
