@@ -106,7 +106,7 @@ def _entries_from_table(models: Mapping[str, Any], source: str) -> dict[str, Mod
     out: dict[str, ModelEntry] = {}
     for name, table in models.items():
         if not isinstance(table, Mapping):
-            raise UserError(f"{source}: models.{name}: expected a table")
+            raise UserError.at(source, f"models.{name}", "expected a table")
         try:
             out[name] = ModelEntry.model_validate({**table, "name": name, "source": source})
         except ValidationError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 from ..catalogue import ModelEntry, fetch, load_catalogue, lookup
 from ..checkpoint import read_state_dict, restorekit_metadata
 from ..errors import UserError
+from ..errors import where as locate
 from ..registry import PluginRegistry, RegistryError, Resolved
 from ..spec import PipelineSpec
 from .checks import check_run, check_state_flow, resolve_device
@@ -34,7 +35,7 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
         component, preset, net_params, weights, weights_key = net.component, net.preset, net.params, net.checkpoint, "checkpoint"
         if net.model is not None:
             catalogue = catalogue if catalogue is not None else load_catalogue(registry=registry)
-            entry = lookup(net.model, catalogue, where=f"{source}: {where}.model")
+            entry = lookup(net.model, catalogue, where=locate(source, f"{where}.model", ""))
             if component is not None and component != entry.component:
                 raise UserError.at(source, f"{where}.component",
                                    f"{component!r}, but model {entry.name!r} is a {entry.component!r} network")

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
+from ..errors import where as locate
 from .models import DatasetSpec
 from .pipeline import PipelineSpec
 
@@ -73,7 +74,7 @@ def format_validation_error(
         msg = msg[len("Value error, ") :]
     extra = len(exc.errors()) - 1
     more = f" [+{extra} more error{'s' if extra > 1 else ''}]" if extra > 0 else ""
-    return f"{source}: {where + ': ' if where else ''}{msg}{more}"
+    return locate(source, where, f"{msg}{more}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
