@@ -59,6 +59,37 @@ def test_a_later_step_reads_what_an_earlier_step_wrote(registry) -> None:
                                         more_steps=later)), registry)
 
 
+@pytest.mark.parametrize(("writer", "reader", "missed"), [
+    ({"every": 10}, {}, 1),                       # the loss runs every step, its key only every 10th
+    ({"after": 100}, {}, 0),
+    ({"every": 2}, {"every": 3}, 3),              # 3 is not even
+    ({"before": 50}, {"after": 20}, 50),
+])
+def test_a_key_written_only_on_some_steps_is_a_plan_error(registry, writer: dict, reader: dict, missed: int) -> None:
+    data = train_spec({"fwd": {"component": "generator", **writer}}, {"l1": {"component": "pixel", **reader}})
+    assert plan_error(data, registry) == (
+        "p.toml: steps.sr.losses.l1: loss 'l1' reads state key 'sr', which only steps.sr.injectors.fwd writes, and "
+        f"that does not run at every step this loss does (e.g. step {missed}): give both the same every/after/before")
+
+
+@pytest.mark.parametrize(("writer", "reader", "step"), [
+    ({"every": 10}, {"every": 10}, {}),
+    ({"every": 2}, {"every": 4}, {}),             # every 4th step is also an even one
+    ({"after": 100}, {"after": 150}, {}),
+    ({"every": 5}, {}, {"every": 5}),              # the whole step runs every 5th: so does the reader
+])
+def test_a_reader_scheduled_within_its_writer_is_fine(registry, writer: dict, reader: dict, step: dict) -> None:
+    data = train_spec({"fwd": {"component": "generator", **writer}}, {"l1": {"component": "pixel", **reader}})
+    data["steps"]["sr"].update(step)
+    make_plan(spec_from_dict(data), registry)
+    # a later step that runs when the writing step does not (the writer's step runs every 2nd)
+    later = {"refine": {"networks": ["generator"], "losses": {"l1": {"component": "pixel", "params": {"pred": "sr"}}}}}
+    data = train_spec({"fwd": {"component": "generator"}}, {"l1": {"component": "pixel"}}, more_steps=later)
+    data["steps"]["sr"]["every"] = 2
+    assert "steps.refine.losses.l1: loss 'l1' reads state key 'sr', which only steps.sr.injectors.fwd" in plan_error(
+        data, registry)
+
+
 def test_undeclared_components_are_not_second_guessed(registry) -> None:
     from restorekit import InjectorComponent, Params, hookimpl
 

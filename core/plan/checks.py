@@ -48,29 +48,66 @@ def _declared(plan: ComponentPlan, what: str) -> list[str] | None:
         raise UserError(plugin_bug(plan.resolved, what, exc)) from None
 
 
+def _runs(step: StepPlan, item: ComponentPlan | None, t: int) -> bool:
+    """Whether ``item`` (an injector or loss of ``step``; None: the step's injectors as a whole) runs at iteration
+    ``t``: its step is scheduled, the item is, and — the trainer skips a step none of whose losses is due — one of
+    the step's losses is."""
+    if not step.spec.runs_at(t) or (item is not None and not item.spec.runs_at(t)):
+        return False
+    return item in step.losses or any(loss.spec.runs_at(t) for loss in step.losses)
+
+
+def _horizon(steps: list[StepPlan]) -> int:
+    """Iterations after which every schedule of ``steps`` repeats: the last ``after``/``before`` plus the least
+    common multiple of the ``every`` values (capped; schedules far apart are checked up to the cap)."""
+    import math
+
+    specs = [s.spec for s in steps] + [c.spec for s in steps for c in (*s.injectors, *s.losses)]
+    edge = max([sp.after for sp in specs] + [sp.before or 0 for sp in specs], default=0)
+    return min(edge + math.lcm(*[sp.every for sp in specs]), 1_000_000)
+
+
 def check_state_flow(steps: list[StepPlan], source: str) -> None:
     """Every state key an injector or loss reads must be ``hq``, ``lq`` or written by an injector before it (in its
-    step, or in an earlier step of the iteration: the state carries over). Components declare their keys
-    (``reads``/``writes``); after an injector that does not declare what it writes, nothing more can be checked."""
-    known: list[str] = list(STATE_INPUTS)
+    step, or in an earlier step of the iteration: the state carries over), at every iteration the reader runs — a
+    writer scheduled with ``every``/``after``/``before`` (its own or its step's) must run whenever the reader does.
+    Components declare their keys (``reads``/``writes``); after an injector that does not declare what it writes,
+    nothing more can be checked."""
+    writers: dict[str, list[tuple[StepPlan, ComponentPlan] | None]] = {k: [None] for k in STATE_INPUTS}
+    horizon = _horizon(steps)
     for step in steps:
         for part, items in (("injectors", step.injectors), ("losses", step.losses)):
             for item in items:
-                reads = _declared(item, "reads")
-                for key in reads or []:
-                    if key not in known:
-                        kind = "injector" if part == "injectors" else "loss"
+                kind = "injector" if part == "injectors" else "loss"
+                where = f"steps.{step.name}.{part}.{item.name}"
+                for key in _declared(item, "reads") or []:
+                    if key not in writers:
                         raise UserError.at(
-                            source, f"steps.{step.name}.{part}.{item.name}",
+                            source, where,
                             f"{kind} {item.name!r} ({item.resolved.component.name}) reads state key {key!r}, which no "
-                            f"injector before it writes (state keys at this point: {', '.join(known)})",
+                            f"injector before it writes (state keys at this point: {', '.join(writers)})",
+                        )
+                    if None in writers[key]:
+                        continue
+                    missed = next((t for t in range(horizon) if _runs(step, item, t)
+                                   and not any(_runs(ws, w, t) for ws, w in writers[key] if w is not None)), None)
+                    if missed is not None:
+                        ws, w = writers[key][0]  # type: ignore[misc]
+                        raise UserError.at(
+                            source, where,
+                            f"{kind} {item.name!r} reads state key {key!r}, which only steps.{ws.name}.injectors."
+                            f"{w.name} writes, and that does not run at every step this {kind} does (e.g. step "
+                            f"{missed}): give both the same every/after/before",
                         )
                 if part == "injectors":
                     writes = _declared(item, "writes")
                     if writes is None:
                         return  # an injector that does not say what it writes: the rest cannot be checked
-                    known += [k for k in writes if k not in known]
-
+                    for key in writes:
+                        writers.setdefault(key, [])
+                        scheduled = (step, item)
+                        if None not in writers[key]:
+                            writers[key].append(scheduled)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ class Schedule(SpecModel):
     after: int = Field(0, ge=0, description="Run from this step on.")
     before: int | None = Field(None, ge=1, description="Stop running at this step.")
 
+    def runs_at(self, step: int) -> bool:
+        """Whether this schedule lets its owner run at (0-based) ``step``."""
+        if step < self.after or (self.before is not None and step >= self.before):
+            return False
+        return (step - self.after) % self.every == 0
+
 
 class InjectorSpec(Schedule):
     component: str = Field(description="Injector component name, e.g. 'generator'.")

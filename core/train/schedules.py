@@ -45,11 +45,7 @@ def apply_lr(optimizers: Iterable[torch.optim.Optimizer], step: int, spec: Sched
 
 def active(schedule: Schedule, step: int) -> bool:
     """Whether an injector / loss with this ``every``/``after``/``before`` runs at (0-based) ``step``."""
-    if step < schedule.after:
-        return False
-    if schedule.before is not None and step >= schedule.before:
-        return False
-    return (step - schedule.after) % schedule.every == 0
+    return schedule.runs_at(step)
 
 
 __all__ = ["active", "apply_lr", "lr_factor", "resolve_milestones"]
