@@ -224,15 +224,17 @@ def test_folded_actnorm_with_checkpointing_from_a_fresh_network() -> None:
         assert torch.isfinite(loss)
 
 
-def test_fast_inference_switches_on_factor_cond_and_keeps_the_output() -> None:
-    # restore-run's inference and the benchmark's fast path: module switches, same function
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_inference_switches_on_factor_cond_and_keeps_the_output(layout: str) -> None:
+    # restore-run's inference and the benchmark's fast path: module switches (and the probed layout), same function
     plain = tiny_srflow(hidden=16)
     fast = tiny_srflow(hidden=16)
     assert perf.fast_inference(fast) == 1 and fast.factor_cond and not plain.factor_cond
     assert perf.fast_inference(RRDBNet(nb=1, nf=8, gc=4)) == 0  # nothing to switch: untouched
+    perf.to_layout(fast, layout)
     lr = torch.rand(1, 3, 8, 12)
     with torch.no_grad():
         a = plain.decode(lr, temperature=0.8, generator=torch.Generator().manual_seed(3))
-        b = fast.decode(lr, temperature=0.8, generator=torch.Generator().manual_seed(3))
+        b = fast.decode(perf.in_layout(fast, lr), temperature=0.8, generator=torch.Generator().manual_seed(3))
     assert 0 < float((a - b).abs().max()) <= 1e-5  # not bit-equal: the factored convolution really ran
     assert perf.fast_inference(fast, enabled=False) == 1 and not fast.factor_cond
