@@ -356,6 +356,21 @@ def test_factored_map_convolution_is_the_full_convolution(h: int, w: int) -> Non
             assert torch.allclose(g, r, atol=1e-11)
 
 
+def test_factored_convolution_trains_after_inference_made_its_constants() -> None:
+    # validation (inference mode) before a training step: the cached tap matrices must be saveable for backward
+    import torch.nn.functional as F
+
+    from restorekit_srflow.layers import _TAPS, Up2Map, map_conv
+
+    _TAPS.clear()
+    u = Up2Map(torch.randn(1, 2, 4, 4), F.pad(torch.randn(1, 3, 2, 2), (1, 1, 1, 1)))
+    w = torch.randn(2, 5, 3, 3, requires_grad=True)
+    with torch.inference_mode():
+        map_conv(u, w.detach())
+    map_conv(u, w).sum().backward()
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0
+
+
 def test_factored_conditional_map_gives_the_same_flow() -> None:
     from restorekit_srflow.layers import Up2Map
 

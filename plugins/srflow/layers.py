@@ -215,11 +215,21 @@ class Up2Map(NamedTuple):
 CondMap = Tensor | Up2Map
 
 
+_TAPS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
 def _phase_taps(like: Tensor) -> Tensor:
     """``R[a]`` (2×3): which of a 3×3 kernel's rows (columns) read the half-size rows ``i−1+a`` and ``i+a`` for the
     full-size output rows ``2i+a`` of ``conv3x3(up2(·))``: phase 0 reads row i−1 through tap 0 and row i through
-    taps 1, 2; phase 1 reads row i through taps 0, 1 and row i+1 through tap 2."""
-    return torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=like.dtype, device=like.device)
+    taps 1, 2; phase 1 reads row i through taps 0, 1 and row i+1 through tap 2. Kept per device and dtype (a new
+    CUDA tensor per call would be a host-to-device copy each time)."""
+    key = (like.device, like.dtype)
+    taps = _TAPS.get(key)
+    if taps is None:
+        with torch.inference_mode(False):  # a normal tensor even if made during inference: training may save it
+            taps = _TAPS[key] = torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=like.dtype,
+                                             device=like.device)
+    return taps
 
 
 def up2_kernel(w: Tensor) -> Tensor:
