@@ -240,7 +240,7 @@ _MODES: dict[str, tuple[str, set[str]]] = {
     "schema": ("--schema", set()),
     "list_plugins": ("--list-plugins", {"json"}),
     "benchmark": ("--benchmark", {"model", "sizes", "batches", "precisions", "samples", "warmup", "repeats", "compile",
-                                  "no_memory", "memory_mode", "threads", "train", "compare", "json", "device"}),
+                                  "no_memory", "memory_mode", "threads", "train", "compare", "json", "device", "quiet"}),
     "options": ("--options", {"json"}),
     "list_models": ("--list-models", {"json"}),
     "inputs": ("--input", {"model", "output", "temperatures", "samples", "seed", "tile", "overwrite", "print_spec",
@@ -264,14 +264,14 @@ def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     flag, allowed = _MODES[mode]
     for action in given:
         if action.dest != mode and action.dest not in allowed | _EVERYWHERE:
-            name = action.option_strings[-1] if action.option_strings else action.dest
-            name = "--input" if action.dest == "inputs" else name
-            quick = action.dest in _MODES["inputs"][1] and mode == "pipeline"
-            if action.dest == "pipeline" or quick:
+            name = "--input" if action.dest == "inputs" else (action.option_strings or [action.dest])[-1]
+            if action.dest == "pipeline" and mode != "inputs":
+                raise UserError(f"{args.pipeline}: a pipeline file does nothing with {flag}")
+            if action.dest == "pipeline" or (mode == "pipeline" and action.dest in _MODES["inputs"][1]):
                 what = flag if action.dest == "pipeline" else name
                 raise UserError(f"{args.pipeline}: {what} is for one-command SR without a pipeline file; give a "
                                 f"pipeline file or --input, not both{_HINTS['pipeline']}")
-            hint = _HINTS.get(mode, "") if action.dest in _MODES["pipeline"][1] or mode == "pipeline" else ""
+            hint = _HINTS["inputs"] if mode == "inputs" and action.dest in _MODES["pipeline"][1] else ""
             raise UserError(f"{name} does nothing with {flag}{hint}")
 
 
@@ -312,8 +312,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _to_json_file(args, lambda: list_plugins(args))
     if args.benchmark:
         from .bench import main_from_args
+        from .catalogue import quiet_downloads
 
-        return main_from_args(args, _registry(args))
+        with quiet_downloads(args.quiet):
+            return main_from_args(args, _registry(args))
     if args.options:
         from .plugin_info import component_options
 

@@ -120,3 +120,19 @@ def test_wrong_architecture_checkpoint_names_the_parameter(tmp_path: Path, capsy
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.strip().endswith("w.pth: nb: checkpoint has 2 blocks, params say 1"), err
     assert not (tmp_path / "out" / "infer" / "coffee.png").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["p.toml", "--benchmark"], "p.toml: a pipeline file does nothing with --benchmark"),
+    (["p.toml", "--json"], "--json does nothing with a pipeline file"),
+    (["--list-plugins", "--model", "srflow"], "--model does nothing with --list-plugins"),
+    (["--schema", "--dry-run"], "--dry-run does nothing with --schema"),
+    (["--options", "generator", "rrdb", "--train"], "--train does nothing with --options"),
+])
+def test_a_flag_that_does_nothing_in_its_mode_is_one_line(tmp_path: Path, capsys, argv, message) -> None:
+    (tmp_path / "p.toml").write_text('[run]\nmode = "infer"\n')
+    argv = [str(tmp_path / a) if a == "p.toml" else a for a in argv]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"restore-run: error: {message.replace('p.toml', str(tmp_path / 'p.toml'))}"]
+    assert out == ""
