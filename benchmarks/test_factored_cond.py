@@ -1,6 +1,6 @@
 """SRFlow's factored 2·LR conditional map (``factor_cond``): one coupling convolution of the DF2K-4X geometry
 (320→64, 3×3, with its ActNorm folded, as training runs it), forward and weight gradient, on the full map
-``[fea_up2, up2(S)]`` against the factored map (``Up2Map``: the upsampled stacked blocks convolved at LR size).
+``[fea_up2, up2(S)]`` against the factored map (``UpMap``: the upsampled stacked blocks convolved at LR size).
 The same function; the factored one does 0.57× the arithmetic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 from restorekit.bench import interleaved
-from restorekit_srflow.layers import Conv2dActNorm, Up2Map
+from restorekit_srflow.layers import Conv2dActNorm, UpMap
 
 BATCH = 4
 
@@ -21,14 +21,14 @@ def test_factored_conditional_convolution(benchmark, bench_device: torch.device,
     lr = bench_lr_size
     dense = torch.randn(BATCH, 64, 2 * lr, 2 * lr, device=bench_device)
     stacked = torch.randn(BATCH, 256, lr, lr, device=bench_device)
-    factored = Up2Map(dense, F.pad(stacked, (1, 1, 1, 1)))
+    factored = UpMap(dense, F.pad(stacked, (1, 1, 1, 1)))
     full = factored.full()
     conv = Conv2dActNorm(320, 64, 3).to(bench_device)
     conv.actnorm.initialized = True
     conv.fold_actnorm = True
     grad = torch.randn(BATCH, 64, 2 * lr, 2 * lr, device=bench_device)
 
-    def step(u: torch.Tensor | Up2Map) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(u: torch.Tensor | UpMap) -> tuple[torch.Tensor, torch.Tensor]:
         out = conv(u)
         (g,) = torch.autograd.grad(out, [conv.weight], grad)
         return out.detach(), g

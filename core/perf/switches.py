@@ -10,8 +10,9 @@ from torch import nn
 
 INFERENCE_SWITCHES = ("factor_cond",)
 """Module attributes :func:`fast_inference` sets (restore-run's inference and the benchmark's fast path).
-``factor_cond`` (SRFlow's network): the couplings convolve the ×2-upsampled part of the 2·LR conditional map at LR
-resolution — equal up to float rounding, 16 instead of 36 multiply-adds per channel pair for those channels."""
+``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
+LR resolution (×2 at 2·LR, ×4 at 4·LR) — equal up to float rounding, 4·f² instead of 9·f² multiply-adds per
+channel pair and LR pixel for those channels."""
 
 
 def set_switches(model: nn.Module, names: Iterable[str], enabled: bool = True) -> int:

@@ -39,8 +39,8 @@ LEAN_SWITCHES = ("fold_actnorm", "fold_scale", "factor_cond")
 (``fold_actnorm``) or output scale (``fold_scale``, the zero-convolutions) folded into the weights while gradients
 are recorded; with both on, a coupling network also recomputes its inner hidden map in backward instead of
 storing it. The same function and gradients, about half the stored activations of the coupling networks.
-``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the 2·LR conditional map at LR
-resolution — the same function in 0.57× the multiply-adds of those convolutions."""
+``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
+LR resolution — the same function in 0.57× (4x) or less (8x) the multiply-adds of those convolutions."""
 
 
 def lean_training(model: nn.Module, enabled: bool = True) -> int:

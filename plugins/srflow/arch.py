@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from restorekit_rrdb import RRDBNet, bicubic_upsample
 from torch import Tensor, nn
 
-from .layers import ActNorm, CondMap, CouplingCond, FlowStep, Split2d, Squeeze, Up2Map, gaussian_logp, sum_per_sample
+from .layers import ActNorm, CondMap, CouplingCond, FlowStep, Split2d, Squeeze, UpMap, gaussian_logp, sum_per_sample
 
 _FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
 
@@ -75,8 +75,8 @@ class LevelCond:
     """The conditional maps of one LR batch, one per flow level (``levels[0]`` = level 1), from
     :meth:`SRFlowNet.conditional_features`.
 
-    A level's map is a tensor, or — with ``SRFlowArch.factor_cond``, where its stacked-block part is a ×2
-    nearest-neighbour upsampling — the same map kept factored (:class:`~restorekit_srflow.layers.Up2Map`), which
+    A level's map is a tensor, or — with ``SRFlowArch.factor_cond``, where its stacked-block part is a ×f
+    nearest-neighbour upsampling — the same map kept factored (:class:`~restorekit_srflow.layers.UpMap`), which
     the couplings convolve faster; ``maps`` gives every level as a full tensor.
 
     Pass it as ``cond=`` to :meth:`SRFlowNet.decode` / :meth:`SRFlowNet.encode` to decode several latent sets for one
@@ -96,12 +96,12 @@ class LevelCond:
     @property
     def maps(self) -> list[Tensor]:
         """Every level's map as a full tensor (a factored level's is built on each access)."""
-        return [u.full() if isinstance(u, Up2Map) else u for u in self.levels]
+        return [u.full() if isinstance(u, UpMap) else u for u in self.levels]
 
     @property
     def batch(self) -> int:
         u = self.levels[0]
-        return int((u.dense if isinstance(u, Up2Map) else u).shape[0])
+        return int((u.dense if isinstance(u, UpMap) else u).shape[0])
 
     def map_for(self, level: int) -> CondMap:
         """What the couplings of ``level`` (1-based) read."""
@@ -110,9 +110,9 @@ class LevelCond:
     def to_float(self) -> None:
         """Cast the maps (and ``mean``) to float32 in place, dropping cached terms of another dtype."""
         def cast(u: CondMap) -> CondMap:
-            return Up2Map(u.dense.float(), u.low.float()) if isinstance(u, Up2Map) else u.float()
+            return UpMap(u.dense.float(), u.low.float(), u.factor) if isinstance(u, UpMap) else u.float()
 
-        if any((u.dense if isinstance(u, Up2Map) else u).dtype != torch.float32 for u in self.levels):
+        if any((u.dense if isinstance(u, UpMap) else u).dtype != torch.float32 for u in self.levels):
             self.levels = [cast(u) for u in self.levels]
             self.terms.clear()
         if self.mean is not None and self.mean.dtype != torch.float32:
@@ -240,10 +240,11 @@ class SRFlowArch(nn.Module):
         self._gradient_checkpointing = False
 
     factor_cond: bool = False
-    """Fast path, off as built (set by restorekit's ``lean_training`` and ``fast_inference``): the couplings
-    convolve the ×2-upsampled stacked blocks of the 2·LR level's conditional map at LR resolution
-    (:class:`~restorekit_srflow.layers.Up2Map`): the same function — equal up to float rounding — with 16 instead
-    of 36 multiply-adds per channel pair for those channels (256 of the 320 in the official models)."""
+    """Fast path, off as built (set by restorekit's ``lean_training`` and ``fast_inference``): the couplings of the
+    levels above LR convolve the upsampled stacked blocks of their conditional map at LR resolution
+    (:class:`~restorekit_srflow.layers.UpMap`; ×2 at 2·LR, ×4 at the 4·LR level of 8x models): the same function —
+    equal up to float rounding — with 4·f² instead of 9·f² multiply-adds per channel pair and LR pixel for those
+    channels (256 of the 320 in the official models)."""
 
     # ------------------------------------------------------------------------------------------------
     # switches
@@ -292,8 +293,9 @@ class SRFlowArch(nn.Module):
             if stacked is not None:
                 # nearest: source pixel floor(i·h_S/h_out) — repeated squares above LR, the top-left pixel at LR/2
                 size = (int(fea.shape[-2]), int(fea.shape[-1]))
-                if self.factor_cond and size == (2 * int(stacked.shape[-2]), 2 * int(stacked.shape[-1])):
-                    levels.append(Up2Map(fea, F.pad(stacked, (1, 1, 1, 1))))
+                f = size[0] // int(stacked.shape[-2])
+                if self.factor_cond and f >= 2 and size == (f * int(stacked.shape[-2]), f * int(stacked.shape[-1])):
+                    levels.append(UpMap(fea, F.pad(stacked, (1, 1, 1, 1)), f))
                     continue
                 same = size == tuple(stacked.shape[-2:])
                 fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
@@ -378,14 +380,14 @@ class SRFlowArch(nn.Module):
         if self._gradient_checkpointing and self.training and torch.is_grad_enabled() and _initialised(layer):
             from torch.utils.checkpoint import checkpoint
 
-            def run(x: Tensor, logdet: Tensor, *parts: Tensor) -> tuple[Tensor, Tensor]:
+            def run(x: Tensor, logdet: Tensor, *parts: Any) -> tuple[Tensor, Tensor]:
                 # the coupling's conditional branch is recomputed in backward too
-                u: CondMap = Up2Map(*parts) if len(parts) == 2 else parts[0]
+                u: CondMap = UpMap(*parts) if len(parts) == 3 else parts[0]
                 terms = layer.affine.cond_terms(u) if layer.affine is not None else None
                 return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]
 
             u = cond.map_for(level)
-            parts = tuple(u) if isinstance(u, Up2Map) else (u,)
+            parts = tuple(u) if isinstance(u, UpMap) else (u,)
             return checkpoint(run, x, logdet, *parts, use_reentrant=False)  # type: ignore[no-any-return]
         terms = self._coupling_terms(index, layer, cond, level) if layer.conditional else None
         return layer(x, logdet, reverse, None, terms)  # type: ignore[return-value]

@@ -194,87 +194,102 @@ class Squeeze(nn.Module):
 # coupling networks
 
 
-class Up2Map(NamedTuple):
-    """A conditional map ``[dense, up2(low)]`` kept factored: ``dense`` at full size and a part that is the
-    nearest-neighbour ×2 upsampling of a map at half size (SRFlow's stacked RRDB blocks at the 2·LR level, §3.2).
+class UpMap(NamedTuple):
+    """A conditional map ``[dense, up_f(low)]`` kept factored: ``dense`` at full size and a part that is the
+    nearest-neighbour ×``factor`` upsampling of a map at 1/``factor`` size (SRFlow's stacked RRDB blocks at the
+    levels above LR, §3.2: ×2 at 2·LR, ×4 at 4·LR).
 
-    ``low`` is that half-size map **zero-padded by one pixel** on every side, so that every convolution reading it
-    shares one tensor. :func:`up2_conv` convolves ``up2(low)`` at half resolution: the same function as the
-    convolution of the full map, with 16 instead of 36 multiply-adds per channel pair and half-size pixel.
+    ``low`` is that small map **zero-padded by one pixel** on every side, so that every convolution reading it
+    shares one tensor. :func:`up_conv` convolves ``up_f(low)`` at the small size: the same function as the
+    convolution of the full map, in 4·f² instead of 9·f² multiply-adds per channel pair and small pixel.
     """
 
     dense: Tensor
     low: Tensor
+    factor: int = 2
 
     def full(self) -> Tensor:
-        """The map itself, ``[dense, up2(low)]``."""
+        """The map itself, ``[dense, up_f(low)]``."""
         low = self.low[..., 1:-1, 1:-1]
-        return torch.cat([self.dense, F.interpolate(low, scale_factor=2.0, mode="nearest")], 1)
+        return torch.cat([self.dense, F.interpolate(low, scale_factor=float(self.factor), mode="nearest")], 1)
 
 
-CondMap = Tensor | Up2Map
+CondMap = Tensor | UpMap
+
+_TAPS: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
 
 
-_TAPS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+def _start(a: int) -> int:
+    """Phase ``a``'s 2-row window starts at small row ``i − 1 + start``: rows i−1, i for phase 0, else i, i+1."""
+    return 0 if a == 0 else 1
 
 
-def _phase_taps(like: Tensor) -> Tensor:
-    """``R[a]`` (2×3): which of a 3×3 kernel's rows (columns) read the half-size rows ``i−1+a`` and ``i+a`` for the
-    full-size output rows ``2i+a`` of ``conv3x3(up2(·))``: phase 0 reads row i−1 through tap 0 and row i through
-    taps 1, 2; phase 1 reads row i through taps 0, 1 and row i+1 through tap 2. Kept per device and dtype (a new
-    CUDA tensor per call would be a host-to-device copy each time)."""
-    key = (like.device, like.dtype)
+def _phase_taps(like: Tensor, factor: int) -> Tensor:
+    """``R[a]`` (2×3) for each of the ``factor`` phases: which taps of a 3×3 kernel's rows (columns) read each row
+    of phase ``a``'s 2-row window, for the full-size output rows ``f·i + a`` of ``conv3x3(up_f(·))``: tap ``dy``
+    reads small row ``i + ⌊(a + dy)/f⌋``. Kept per device, dtype and factor (a new CUDA tensor per call would be a
+    host-to-device copy each time), and made outside inference mode (training may save it for backward)."""
+    key = (like.device, like.dtype, factor)
     taps = _TAPS.get(key)
     if taps is None:
-        with torch.inference_mode(False):  # a normal tensor even if made during inference: training may save it
-            taps = _TAPS[key] = torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=like.dtype,
-                                             device=like.device)
+        r = [[[0.0] * 3 for _ in range(2)] for _ in range(factor)]
+        for a in range(factor):
+            for dy in (-1, 0, 1):
+                r[a][(a + dy) // factor + 1 - _start(a)][dy + 1] = 1.0
+        with torch.inference_mode(False):
+            taps = _TAPS[key] = torch.tensor(r, dtype=like.dtype, device=like.device)
     return taps
 
 
-def up2_kernel(w: Tensor) -> Tensor:
-    """A 3×3 kernel (O, I, 3, 3) as the four 2×2 phase kernels of :func:`up2_conv`, (4·O, I, 2, 2), output
-    channel ``4·o + 2·a + b`` for the full-size outputs at ``(2i + a, 2j + b)``."""
-    r = _phase_taps(w)
+def up_kernel(w: Tensor, factor: int = 2) -> Tensor:
+    """A 3×3 kernel (O, I, 3, 3) as the f² 2×2 phase kernels of :func:`up_conv`, (f²·O, I, 2, 2), output channel
+    ``f²·o + f·a + b`` for the full-size outputs at ``(f·i + a, f·j + b)``."""
+    r = _phase_taps(w, factor)
     k = torch.einsum("aui,bvj,ocij->oabcuv", r, r, w)
-    return k.reshape(4 * w.shape[0], w.shape[1], 2, 2)
+    return k.reshape(factor * factor * w.shape[0], w.shape[1], 2, 2)
 
 
-def _kernel_grad(g_k: Tensor, out_channels: int) -> Tensor:
-    """The gradient of a 3×3 kernel from that of its :func:`up2_kernel` (the transpose of the same linear map)."""
-    r = _phase_taps(g_k)
-    g = g_k.reshape(out_channels, 2, 2, g_k.shape[1], 2, 2)
+def _kernel_grad(g_k: Tensor, out_channels: int, factor: int) -> Tensor:
+    """The gradient of a 3×3 kernel from that of its :func:`up_kernel` (the transpose of the same linear map)."""
+    r = _phase_taps(g_k, factor)
+    g = g_k.reshape(out_channels, factor, factor, g_k.shape[1], 2, 2)
     return torch.einsum("aui,bvj,oabcuv->ocij", r, r, g)
 
 
-def _phases(low_padded: Tensor, w: Tensor) -> Tensor:
-    """The four phase outputs, (B, O, 2, 2, h+1, w+1): phase (a, b) of output pixel (i, j) at ``[a+i, b+j]``."""
-    out = F.conv2d(low_padded, up2_kernel(w))
-    return out.unflatten(1, (w.shape[0], 2, 2))
+def _phases(low_padded: Tensor, w: Tensor, factor: int) -> Tensor:
+    """The f² phase outputs, (B, O, f, f, h+1, w+1): phase (a, b) of small pixel (i, j) at
+    ``[start(a) + i, start(b) + j]``."""
+    out = F.conv2d(low_padded, up_kernel(w, factor))
+    return out.unflatten(1, (w.shape[0], factor, factor))
 
 
-def up2_conv(low_padded: Tensor, w: Tensor) -> Tensor:
-    """``conv2d(up2(low), w, padding=1)`` for a 3×3 ``w``, computed at half resolution (see :class:`Up2Map`);
-    ``low_padded`` is the half-size map zero-padded by one pixel. Differentiable."""
-    o = _phases(low_padded, w)
+def _phase(o: Tensor, a: int, b: int) -> Tensor:
+    """Phase (a, b) of :func:`_phases`' output, (B, O, h, w)."""
     h, wd = o.shape[-2] - 1, o.shape[-1] - 1
-    ph = torch.stack([o[:, :, a, b, a : a + h, b : b + wd] for a in (0, 1) for b in (0, 1)], 2)
-    return F.pixel_shuffle(ph.flatten(1, 2), 2)
+    return o[:, :, a, b, _start(a) : _start(a) + h, _start(b) : _start(b) + wd]
 
 
-def _add_phases(y: Tensor, o: Tensor) -> Tensor:
+def up_conv(low_padded: Tensor, w: Tensor, factor: int = 2) -> Tensor:
+    """``conv2d(up_f(low), w, padding=1)`` for a 3×3 ``w``, computed at the small size (see :class:`UpMap`);
+    ``low_padded`` is the small map zero-padded by one pixel. Differentiable."""
+    o = _phases(low_padded, w, factor)
+    ph = torch.stack([_phase(o, a, b) for a in range(factor) for b in range(factor)], 2)
+    return F.pixel_shuffle(ph.flatten(1, 2), factor)
+
+
+def _add_phases(y: Tensor, o: Tensor, factor: int) -> Tensor:
     """``y += pixel_shuffle(phases)`` in place (no autograd), ``y`` at full size."""
     h, wd = o.shape[-2] - 1, o.shape[-1] - 1
-    yv = y.unflatten(3, (wd, 2)).unflatten(2, (h, 2))
-    for a in (0, 1):
-        for b in (0, 1):
-            yv[:, :, :, a, :, b] += o[:, :, a, b, a : a + h, b : b + wd]
+    yv = y.unflatten(3, (wd, factor)).unflatten(2, (h, factor))
+    for a in range(factor):
+        for b in range(factor):
+            yv[:, :, :, a, :, b] += _phase(o, a, b)
     return y
 
 
 def map_conv(u: CondMap, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``conv2d(u, w, bias)`` ("same" padding) of a conditional map, factored when ``u`` is an :class:`Up2Map`
-    and ``w`` is 3×3: the dense channels at full size, the upsampled ones at half size (:func:`up2_conv`)."""
+    """``conv2d(u, w, bias)`` ("same" padding) of a conditional map, factored when ``u`` is an :class:`UpMap`
+    and ``w`` is 3×3: the dense channels at full size, the upsampled ones at the small size (:func:`up_conv`)."""
     if isinstance(u, Tensor):
         return F.conv2d(u, w, bias, 1, w.shape[-1] // 2)
     nd = u.dense.shape[1]
@@ -282,43 +297,46 @@ def map_conv(u: CondMap, w: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.conv2d(u.full(), w, bias, 1, w.shape[-1] // 2)
     y = F.conv2d(u.dense, w[:, :nd], bias, 1, 1)
     if torch.is_grad_enabled() and (w.requires_grad or u.low.requires_grad or y.requires_grad):
-        return y + up2_conv(u.low, w[:, nd:])
-    return _add_phases(y, _phases(u.low, w[:, nd:]))
+        return y + up_conv(u.low, w[:, nd:], u.factor)
+    return _add_phases(y, _phases(u.low, w[:, nd:], u.factor), u.factor)
 
 
-class _FrozenUp2Conv(torch.autograd.Function):
-    """:class:`_FrozenInputConv` for a factored map (:class:`Up2Map`): ``map_conv(u, W·s) + b·s`` for a ``u`` that
+class _FrozenUpConv(torch.autograd.Function):
+    """:class:`_FrozenInputConv` for a factored map (:class:`UpMap`): ``map_conv(u, W·s) + b·s`` for a ``u`` that
     needs no gradient, keeping only ``u`` and the parameters for backward."""
 
     @staticmethod
-    def forward(ctx: Any, dense: Tensor, low: Tensor, w: Tensor, s: Tensor, b: Tensor) -> Tensor:
+    def forward(ctx: Any, dense: Tensor, low: Tensor, factor: int, w: Tensor, s: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(dense, low, w, s, b)
+        ctx.factor = factor
         ws = w * s.view(-1, 1, 1, 1)
         nd = dense.shape[1]
         y = F.conv2d(dense, ws[:, :nd], (b * s).flatten(), 1, 1)
-        return _add_phases(y, _phases(low, ws[:, nd:]))
+        return _add_phases(y, _phases(low, ws[:, nd:], factor), factor)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         dense, low, w, s, b = ctx.saved_tensors
+        f = ctx.factor
         nd, o = dense.shape[1], w.shape[0]
         _, g_wd, g_bs = torch.ops.aten.convolution_backward(
             grad, dense, w[:, :nd], [o], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, True]
         )
-        h, wd = low.shape[-2] - 2, low.shape[-1] - 2  # the half size (low is padded by one)
-        g_ph = grad.new_zeros(grad.shape[0], o, 2, 2, h + 1, wd + 1)
-        gv = grad.unflatten(3, (wd, 2)).unflatten(2, (h, 2))
-        for a in (0, 1):
-            for c in (0, 1):
-                g_ph[:, :, a, c, a : a + h, c : c + wd] = gv[:, :, :, a, :, c]
-        shape = low.new_empty(4 * o, low.shape[1], 2, 2)  # only its shape is read (no input gradient)
+        h, wd = low.shape[-2] - 2, low.shape[-1] - 2  # the small size (low is padded by one)
+        g_ph = grad.new_zeros(grad.shape[0], o, f, f, h + 1, wd + 1)
+        gv = grad.unflatten(3, (wd, f)).unflatten(2, (h, f))
+        for a in range(f):
+            for c in range(f):
+                _phase(g_ph, a, c).copy_(gv[:, :, :, a, :, c])
+        shape = low.new_empty(f * f * o, low.shape[1], 2, 2)  # only its shape is read (no input gradient)
         _, g_k, _ = torch.ops.aten.convolution_backward(
-            g_ph.flatten(1, 3), low, shape, [4 * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]
+            g_ph.flatten(1, 3), low, shape, [f * f * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [False, True, False],
         )
-        g_ws = torch.cat([g_wd, _kernel_grad(g_k, o)], 1)
+        g_ws = torch.cat([g_wd, _kernel_grad(g_k, o, f)], 1)
         g_bs = g_bs.view_as(s)
         g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
-        return None, None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s
+        return None, None, None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s
 
 
 class _FrozenInputConv(torch.autograd.Function):
@@ -372,14 +390,14 @@ class Conv2dActNorm(nn.Conv2d):
         """``conv(x, W[:, channels]·s) (+ b·s)``: the folded convolution of the input channels ``channels``.
 
         For an input that needs no gradient (the conditional map of a frozen RRDB) this is
-        :class:`_FrozenInputConv` (:class:`_FrozenUp2Conv` for a factored map), which keeps no copy of ``W·s`` for
+        :class:`_FrozenInputConv` (:class:`_FrozenUpConv` for a factored map), which keeps no copy of ``W·s`` for
         backward."""
         w = self.weight[:, channels]
         s = torch.exp(self.actnorm.logs)
         frozen = bias and not torch.is_autocast_enabled(w.device.type)
-        if isinstance(x, Up2Map):
+        if isinstance(x, UpMap):
             if frozen and not (x.dense.requires_grad or x.low.requires_grad) and w.shape[-1] == 3:
-                return _FrozenUp2Conv.apply(x.dense, x.low, w, s, self.actnorm.bias)  # type: ignore[no-any-return]
+                return _FrozenUpConv.apply(x.dense, x.low, x.factor, w, s, self.actnorm.bias)  # type: ignore[no-any-return]
         elif frozen and not x.requires_grad:
             return _FrozenInputConv.apply(x, w, s, self.actnorm.bias, self.padding[0])  # type: ignore[no-any-return]
         b = (self.actnorm.bias * s).flatten() if bias else None
@@ -536,7 +554,7 @@ class CondAffineCoupling(nn.Module):
 
     def cond_terms(self, u: CondMap) -> CouplingCond:
         """The latent-independent terms for the conditional map ``u`` (see :class:`CouplingCond`; an
-        :class:`Up2Map` gives the same terms, computed faster)."""
+        :class:`UpMap` gives the same terms, computed faster)."""
         shift_f, scale_f = self._shift_scale(net_tail(self.fFeatures, self.fFeatures[0](u)))
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
         if first.folding():  # the ActNorm folded in: affine_cond is then scaled and biased already
@@ -678,7 +696,7 @@ __all__ = [
     "InvConv1x1",
     "Split2d",
     "Squeeze",
-    "Up2Map",
+    "UpMap",
     "ZeroConv2d",
     "coupling_net",
     "map_conv",
@@ -686,6 +704,6 @@ __all__ = [
     "net_tail",
     "set_actnorm_initialized",
     "sum_per_sample",
-    "up2_conv",
-    "up2_kernel",
+    "up_conv",
+    "up_kernel",
 ]
