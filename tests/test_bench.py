@@ -160,10 +160,10 @@ def test_train_rows_compare_the_training_step_with_the_plain_one() -> None:
     rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 1, cfg,
                           lambda _m: None)
     by = {r.path: r for r in rows}
-    assert {"forward", "train", "train-ckpt", "bicubic"} <= set(by)
-    for path in ("train", "train-ckpt"):
+    assert {"forward", "train", "train-ckpt", "train-all", "bicubic"} <= set(by)
+    for path in ("train", "train-ckpt", "train-all"):
         r = by[path]
-        # the first loss of the fast step equals a fresh plain copy's (same weights, same batch, RRDB frozen)
+        # the first loss of the fast step equals a fresh plain copy's (same weights, same batch; RRDB frozen or not)
         assert r.max_abs_diff is not None and r.max_abs_diff <= 1e-4
         assert r.ms > 0 and r.plain_ms is not None and r.plain_ms > 0 and r.speedup_vs_plain is not None
         assert "adam=fused" in r.note or "adam=foreach" in r.note

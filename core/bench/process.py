@@ -74,7 +74,8 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
         for m in module.modules():  # steady-state steps: data-dependent layers (ActNorm) count as initialised,
             if hasattr(m, "initialized"):  # as they are after the first step (no extra forward touches memory)
                 m.initialized = True
-        _frozen_rrdb(module)
+        if job.path != "train-all":
+            _frozen_rrdb(module)
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
         amp = _train_autocast(device, job.precision)
