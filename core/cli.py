@@ -239,8 +239,9 @@ _MODES: dict[str, tuple[str, set[str]]] = {
     # mode (the attribute that selects it) → (its flag, the other flags that mean something with it)
     "schema": ("--schema", set()),
     "list_plugins": ("--list-plugins", {"json"}),
-    "benchmark": ("--benchmark", {"model", "sizes", "batches", "precisions", "samples", "warmup", "repeats", "compile",
-                                  "no_memory", "memory_mode", "threads", "train", "compare", "json", "device", "quiet"}),
+    "benchmark": ("--benchmark", {"model", "sizes", "batches", "precisions", "samples", "warmup", "repeats",
+                                  "compile", "no_memory", "memory_mode", "threads", "train", "compare", "json",
+                                  "device", "quiet"}),
     "options": ("--options", {"json"}),
     "list_models": ("--list-models", {"json"}),
     "inputs": ("--input", {"model", "output", "temperatures", "samples", "seed", "tile", "overwrite", "print_spec",

@@ -19,9 +19,9 @@ The plain path (NCHW, no caching, one decode per sample) is what ``restore-run -
 against, in the same process (``docs/performance.md``).
 
 Where things live: :mod:`.layout` (the layout probe), :mod:`.sampling` (:class:`SampleBatcher`),
-:mod:`.training` (fused optimisers, lean training, :class:`TrainingStep`), :mod:`.switches` (module switches), :mod:`.device` (``sync``, TF32,
-pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is importable from
-``restorekit.perf``.
+:mod:`.training` (fused optimisers, lean training, :class:`TrainingStep`), :mod:`.switches` (module switches),
+:mod:`.device` (``sync``, TF32, pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is
+importable from ``restorekit.perf``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from torch import nn
 INFERENCE_SWITCHES = ("factor_cond",)
 """Module attributes :func:`fast_inference` sets (restore-run's inference and the benchmark's fast path).
 ``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
-LR resolution (×2 at 2·LR, ×4 at 4·LR) — equal up to float rounding, 4·f² instead of 9·f² multiply-adds per
+LR resolution (×2 at 2·LR, ×4 at 4·LR) — equal up to float rounding, 4·min(f, 3)² instead of 9·f² multiply-adds per
 channel pair and LR pixel for those channels."""
 
 

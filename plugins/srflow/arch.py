@@ -243,7 +243,7 @@ class SRFlowArch(nn.Module):
     """Fast path, off as built (set by restorekit's ``lean_training`` and ``fast_inference``): the couplings of the
     levels above LR convolve the upsampled stacked blocks of their conditional map at LR resolution
     (:class:`~restorekit_srflow.layers.UpMap`; ×2 at 2·LR, ×4 at the 4·LR level of 8x models): the same function —
-    equal up to float rounding — with 4·f² instead of 9·f² multiply-adds per channel pair and LR pixel for those
+    equal up to float rounding — with 4·min(f, 3)² instead of 9·f² multiply-adds per channel pair and LR pixel for those
     channels (256 of the 320 in the official models)."""
 
     # ------------------------------------------------------------------------------------------------

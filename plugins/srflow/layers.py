@@ -201,7 +201,8 @@ class UpMap(NamedTuple):
 
     ``low`` is that small map **zero-padded by one pixel** on every side, so that every convolution reading it
     shares one tensor. :func:`up_conv` convolves ``up_f(low)`` at the small size: the same function as the
-    convolution of the full map, in 4·f² instead of 9·f² multiply-adds per channel pair and small pixel.
+    convolution of the full map, in 4·min(f, 3)² instead of 9·f² multiply-adds per channel pair and small pixel
+    (16 instead of 36 at f = 2, 36 instead of 144 at f = 4).
     """
 
     dense: Tensor
@@ -224,56 +225,67 @@ def _start(a: int) -> int:
     return 0 if a == 0 else 1
 
 
+def _classes(factor: int) -> list[int]:
+    """The class of each of the ``factor`` phases (row positions inside an f×f square). Phases whose 3×3 window
+    lies inside one square read the same small pixels with the same taps, so their outputs are equal and computed
+    once: classes first row, middle rows, last row (two classes for f = 2)."""
+    return [0, 1] if factor == 2 else [0] + [1] * (factor - 2) + [2]
+
+
 def _phase_taps(like: Tensor, factor: int) -> Tensor:
-    """``R[a]`` (2×3) for each of the ``factor`` phases: which taps of a 3×3 kernel's rows (columns) read each row
-    of phase ``a``'s 2-row window, for the full-size output rows ``f·i + a`` of ``conv3x3(up_f(·))``: tap ``dy``
-    reads small row ``i + ⌊(a + dy)/f⌋``. Kept per device, dtype and factor (a new CUDA tensor per call would be a
-    host-to-device copy each time), and made outside inference mode (training may save it for backward)."""
+    """``R[c]`` (2×3) for each phase class ``c``: which taps of a 3×3 kernel's rows (columns) read each row of the
+    class's 2-row window, for the full-size output rows ``f·i + a`` of ``conv3x3(up_f(·))``: tap ``dy`` reads small
+    row ``i + ⌊(a + dy)/f⌋``. Kept per device, dtype and factor (a new CUDA tensor per call would be a host-to-device
+    copy each time), and made outside inference mode (training may save it for backward)."""
     key = (like.device, like.dtype, factor)
     taps = _TAPS.get(key)
     if taps is None:
-        r = [[[0.0] * 3 for _ in range(2)] for _ in range(factor)]
-        for a in range(factor):
+        classes = _classes(factor)
+        r = [[[0.0] * 3 for _ in range(2)] for _ in range(max(classes) + 1)]
+        for a, c in enumerate(classes):
             for dy in (-1, 0, 1):
-                r[a][(a + dy) // factor + 1 - _start(a)][dy + 1] = 1.0
+                r[c][(a + dy) // factor + 1 - _start(a)][dy + 1] = 1.0
         with torch.inference_mode(False):
             taps = _TAPS[key] = torch.tensor(r, dtype=like.dtype, device=like.device)
     return taps
 
 
 def up_kernel(w: Tensor, factor: int = 2) -> Tensor:
-    """A 3×3 kernel (O, I, 3, 3) as the f² 2×2 phase kernels of :func:`up_conv`, (f²·O, I, 2, 2), output channel
-    ``f²·o + f·a + b`` for the full-size outputs at ``(f·i + a, f·j + b)``."""
+    """A 3×3 kernel (O, I, 3, 3) as the 2×2 kernels of :func:`up_conv`'s phase classes, (n²·O, I, 2, 2) for n
+    classes, output channel ``n²·o + n·c + d`` for the outputs of row class c and column class d."""
     r = _phase_taps(w, factor)
     k = torch.einsum("aui,bvj,ocij->oabcuv", r, r, w)
-    return k.reshape(factor * factor * w.shape[0], w.shape[1], 2, 2)
+    return k.reshape(r.shape[0] ** 2 * w.shape[0], w.shape[1], 2, 2)
 
 
 def _kernel_grad(g_k: Tensor, out_channels: int, factor: int) -> Tensor:
     """The gradient of a 3×3 kernel from that of its :func:`up_kernel` (the transpose of the same linear map)."""
     r = _phase_taps(g_k, factor)
-    g = g_k.reshape(out_channels, factor, factor, g_k.shape[1], 2, 2)
+    n = r.shape[0]
+    g = g_k.reshape(out_channels, n, n, g_k.shape[1], 2, 2)
     return torch.einsum("aui,bvj,oabcuv->ocij", r, r, g)
 
 
 def _phases(low_padded: Tensor, w: Tensor, factor: int) -> Tensor:
-    """The f² phase outputs, (B, O, f, f, h+1, w+1): phase (a, b) of small pixel (i, j) at
-    ``[start(a) + i, start(b) + j]``."""
+    """The phase-class outputs, (B, O, n, n, h+1, w+1): see :func:`_phase`."""
     out = F.conv2d(low_padded, up_kernel(w, factor))
-    return out.unflatten(1, (w.shape[0], factor, factor))
+    n = int(round((out.shape[1] // w.shape[0]) ** 0.5))
+    return out.unflatten(1, (w.shape[0], n, n))
 
 
-def _phase(o: Tensor, a: int, b: int) -> Tensor:
-    """Phase (a, b) of :func:`_phases`' output, (B, O, h, w)."""
+def _phase(o: Tensor, a: int, b: int, factor: int) -> Tensor:
+    """The output of phase (a, b) — full-size pixels ``(f·i + a, f·j + b)`` — from :func:`_phases`' output,
+    (B, O, h, w): its class's map, from ``[start(a), start(b)]``."""
     h, wd = o.shape[-2] - 1, o.shape[-1] - 1
-    return o[:, :, a, b, _start(a) : _start(a) + h, _start(b) : _start(b) + wd]
+    classes = _classes(factor)
+    return o[:, :, classes[a], classes[b], _start(a) : _start(a) + h, _start(b) : _start(b) + wd]
 
 
 def up_conv(low_padded: Tensor, w: Tensor, factor: int = 2) -> Tensor:
     """``conv2d(up_f(low), w, padding=1)`` for a 3×3 ``w``, computed at the small size (see :class:`UpMap`);
     ``low_padded`` is the small map zero-padded by one pixel. Differentiable."""
     o = _phases(low_padded, w, factor)
-    ph = torch.stack([_phase(o, a, b) for a in range(factor) for b in range(factor)], 2)
+    ph = torch.stack([_phase(o, a, b, factor) for a in range(factor) for b in range(factor)], 2)
     return F.pixel_shuffle(ph.flatten(1, 2), factor)
 
 
@@ -283,7 +295,7 @@ def _add_phases(y: Tensor, o: Tensor, factor: int) -> Tensor:
     yv = y.unflatten(3, (wd, factor)).unflatten(2, (h, factor))
     for a in range(factor):
         for b in range(factor):
-            yv[:, :, :, a, :, b] += _phase(o, a, b)
+            yv[:, :, :, a, :, b] += _phase(o, a, b, factor)
     return y
 
 
@@ -323,14 +335,15 @@ class _FrozenUpConv(torch.autograd.Function):
             grad, dense, w[:, :nd], [o], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, True]
         )
         h, wd = low.shape[-2] - 2, low.shape[-1] - 2  # the small size (low is padded by one)
-        g_ph = grad.new_zeros(grad.shape[0], o, f, f, h + 1, wd + 1)
+        n = max(_classes(f)) + 1
+        g_ph = grad.new_zeros(grad.shape[0], o, n, n, h + 1, wd + 1)
         gv = grad.unflatten(3, (wd, f)).unflatten(2, (h, f))
         for a in range(f):
-            for c in range(f):
-                _phase(g_ph, a, c).copy_(gv[:, :, :, a, :, c])
-        shape = low.new_empty(f * f * o, low.shape[1], 2, 2)  # only its shape is read (no input gradient)
+            for c in range(f):  # phases of one class share its output: their gradients add up
+                _phase(g_ph, a, c, f).add_(gv[:, :, :, a, :, c])
+        shape = low.new_empty(n * n * o, low.shape[1], 2, 2)  # only its shape is read (no input gradient)
         _, g_k, _ = torch.ops.aten.convolution_backward(
-            g_ph.flatten(1, 3), low, shape, [f * f * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            g_ph.flatten(1, 3), low, shape, [n * n * o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
             [False, True, False],
         )
         g_ws = torch.cat([g_wd, _kernel_grad(g_k, o, f)], 1)
@@ -397,7 +410,8 @@ class Conv2dActNorm(nn.Conv2d):
         frozen = bias and not torch.is_autocast_enabled(w.device.type)
         if isinstance(x, UpMap):
             if frozen and not (x.dense.requires_grad or x.low.requires_grad) and w.shape[-1] == 3:
-                return _FrozenUpConv.apply(x.dense, x.low, x.factor, w, s, self.actnorm.bias)  # type: ignore[no-any-return]
+                out = _FrozenUpConv.apply(x.dense, x.low, x.factor, w, s, self.actnorm.bias)
+                return out  # type: ignore[no-any-return]
         elif frozen and not x.requires_grad:
             return _FrozenInputConv.apply(x, w, s, self.actnorm.bias, self.padding[0])  # type: ignore[no-any-return]
         b = (self.actnorm.bias * s).flatten() if bias else None
