@@ -269,7 +269,7 @@ def _kernel_grad(g_k: Tensor, out_channels: int, factor: int) -> Tensor:
 def _phases(low_padded: Tensor, w: Tensor, factor: int) -> Tensor:
     """The phase-class outputs, (B, O, n, n, h+1, w+1): see :func:`_phase`."""
     out = F.conv2d(low_padded, up_kernel(w, factor))
-    n = int(round((out.shape[1] // w.shape[0]) ** 0.5))
+    n = max(_classes(factor)) + 1
     return out.unflatten(1, (w.shape[0], n, n))
 
 
@@ -313,6 +313,13 @@ def map_conv(u: CondMap, w: Tensor, bias: Tensor | None = None) -> Tensor:
     return _add_phases(y, _phases(u.low, w[:, nd:], u.factor), u.factor)
 
 
+def _folded_grads(g_ws: Tensor, g_bs: Tensor, w: Tensor, s: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``W``, ``s`` and ``b`` from those of the folded weight ``W·s`` and bias ``b·s``."""
+    g_bs = g_bs.view_as(s)
+    g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
+    return g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s
+
+
 class _FrozenUpConv(torch.autograd.Function):
     """:class:`_FrozenInputConv` for a factored map (:class:`UpMap`): ``map_conv(u, W·s) + b·s`` for a ``u`` that
     needs no gradient, keeping only ``u`` and the parameters for backward."""
@@ -347,9 +354,7 @@ class _FrozenUpConv(torch.autograd.Function):
             [False, True, False],
         )
         g_ws = torch.cat([g_wd, _kernel_grad(g_k, o, f)], 1)
-        g_bs = g_bs.view_as(s)
-        g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
-        return None, None, None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s
+        return None, None, None, *_folded_grads(g_ws, g_bs, w, s, b)
 
 
 class _FrozenInputConv(torch.autograd.Function):
@@ -370,9 +375,7 @@ class _FrozenInputConv(torch.autograd.Function):
         _, g_ws, g_bs = torch.ops.aten.convolution_backward(
             grad, x, w, [w.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0], 1, [False, True, True]
         )
-        g_bs = g_bs.view_as(s)
-        g_s = (g_ws * w).sum((1, 2, 3)).view_as(s) + g_bs * b
-        return None, g_ws * s.view(-1, 1, 1, 1), g_s, g_bs * s, None
+        return None, *_folded_grads(g_ws, g_bs, w, s, b), None
 
 
 class Conv2dActNorm(nn.Conv2d):
