@@ -3,6 +3,7 @@ sample batcher, torch.compile's fallback, tiled encoding of large images — eac
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -238,3 +239,113 @@ def test_fast_inference_switches_on_factor_cond_and_keeps_the_output(layout: str
         b = fast.decode(perf.in_layout(fast, lr), temperature=0.8, generator=torch.Generator().manual_seed(3))
     assert 0 < float((a - b).abs().max()) <= 1e-5  # not bit-equal: the factored convolution really ran
     assert perf.fast_inference(fast, enabled=False) == 1 and not fast.factor_cond
+
+
+# ----------------------------------------------------------------------------------------------------
+# frozen parts in their own layout (SRFlow's RRDB in training stage 2)
+
+
+class _FrozenTrunkNet(nn.Module):
+    """A trained head on an RRDB's features, as SRFlow's flow reads its conditional RRDB's."""
+
+    def __init__(self, nf: int = 16, bn: bool = False) -> None:
+        super().__init__()
+        self.trunk = RRDBNet(nb=1, nf=nf, gc=nf // 2, scale=4)
+        self.norm = nn.BatchNorm2d(nf) if bn else nn.Identity()
+        self.head = nn.Conv2d(nf, 3, 3, padding=1)
+        self.seen_nchw: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(x, return_features=True, block_ids=(0,), up_to=2, image=False)
+        self.seen_nchw.append(all(t.is_contiguous() for t in (f.fea_up[2], f.blocks[0], f.last_lr_fea)))
+        return self.head(self.norm(f.fea_up[2]))
+
+
+def _frozen_pair(**kw) -> tuple[_FrozenTrunkNet, _FrozenTrunkNet]:
+    torch.manual_seed(0)
+    a = _FrozenTrunkNet(**kw)
+    b = copy.deepcopy(a)
+    for n in (a, b):
+        n.trunk.requires_grad_(False)
+    return a, b
+
+
+def _spy(monkeypatch, forced: str | None = None) -> list[nn.Module]:
+    """Record the modules the frozen-part probe measures; with ``forced``, choose that layout without timing."""
+    from restorekit.perf import frozen
+
+    calls: list[nn.Module] = []
+    real = frozen.choose_layout
+
+    def fake(module, x, **kw):
+        calls.append(module)
+        if forced is None:
+            return real(module, x, **kw)
+        perf.to_layout(module, forced)
+        return forced
+
+    monkeypatch.setattr(frozen, "choose_layout", fake)
+    return calls
+
+
+def test_a_frozen_part_runs_in_its_own_layout_and_returns_the_callers(monkeypatch) -> None:
+    calls = _spy(monkeypatch, forced="channels_last")
+    ref, net = _frozen_pair()
+    assert [name for name, _ in perf.frozen_parts(net, min_weights=0)] == ["trunk"]
+    chosen = perf.frozen_layouts(net, min_weights=0)
+    assert chosen == {}  # chosen at the part's first call, on its real input
+    x = torch.rand(2, 3, 8, 8)
+    out, expected = net(x), ref(x)
+    assert calls == [net.trunk] and chosen == {"trunk": "channels_last"}
+    assert net.trunk.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.head.weight.is_contiguous()  # the trained rest keeps its layout
+    assert net.seen_nchw == [True]  # features handed back in the caller's (NCHW) layout
+    assert float((out - expected).detach().abs().max()) <= 1e-5
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    assert float((net.head.weight.grad - ref.head.weight.grad).abs().max()) <= 1e-5
+    net(x)
+    assert len(calls) == 1 and net.seen_nchw == [True, True]  # probed once
+
+    net.trunk.requires_grad_(True)  # unfrozen (SRFlow's stage 3): back to the default layout, no more hooks
+    assert perf.frozen_layouts(net, min_weights=0) == {}
+    assert net.trunk.conv_first.weight.is_contiguous()
+    net(x)
+    assert len(calls) == 1 and net.seen_nchw[-1]
+
+
+def test_frozen_part_probe_keeps_outputs_and_statistics(monkeypatch) -> None:
+    # the real probe (whichever layout wins): same output, BatchNorm statistics as after one forward
+    calls = _spy(monkeypatch)
+    ref, net = _frozen_pair(bn=True)
+    net.norm.requires_grad_(False)
+    ref.norm.requires_grad_(False)
+    perf.frozen_layouts(net, min_weights=0)
+    x = torch.rand(2, 3, 8, 8)
+    out, expected = net(x), ref(x)
+    assert calls == [net.trunk, net.norm] and float((out - expected).detach().abs().max()) <= 1e-5
+    # the probes ran in eval mode: one update, as the reference's (six more would have moved the statistics)
+    assert float((net.norm.running_mean - ref.norm.running_mean).abs().max()) <= 1e-6
+    assert net.norm.training
+
+
+def test_a_frozen_part_differentiated_through_keeps_the_default_layout(monkeypatch) -> None:
+    calls = _spy(monkeypatch, forced="channels_last")
+    _, net = _frozen_pair()
+    chosen = perf.frozen_layouts(net, min_weights=0)
+    net(torch.rand(1, 3, 8, 8, requires_grad=True))  # e.g. a fixed perceptual-loss network
+    assert calls == [] and chosen == {"trunk": "contiguous"}
+    assert net.trunk.conv_first.weight.is_contiguous()
+
+
+def test_the_trainer_freezes_into_frozen_layouts(monkeypatch) -> None:
+    from restorekit.train import Freeze
+
+    calls = _spy(monkeypatch, forced="channels_last")
+    torch.manual_seed(0)
+    net = _FrozenTrunkNet(nf=64)  # 0.7 M convolution weights: worth a probe
+    Freeze("g", "partial", ("head",)).apply(net)  # what `trainable_only = ["head"]` does
+    net(torch.rand(1, 3, 8, 8))
+    assert calls == [net.trunk] and net.seen_nchw == [True]
+    Freeze("g", "full").apply(net)  # its unfreeze rule fired
+    assert net.trunk.conv_first.weight.is_contiguous()

@@ -80,8 +80,11 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
         amp = _train_autocast(device, job.precision)
         if fast:
-            return training_step(module, lambda m: _train_loss(m, hr, lr, job.flow), lr_like=lr, autocast=amp,
+            step = training_step(module, lambda m: _train_loss(m, hr, lr, job.flow), lr_like=lr, autocast=amp,
                                  optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-5), layout=job.layout)
+            with torch.no_grad(), amp:  # frozen parts choose their layout at their first call: a one-time
+                _train_loss(module, hr, lr, job.flow)  # probe, not part of a step's memory
+            return step
         return _plain_step(module, hr, lr, job.flow, amp)
     gen = torch.Generator().manual_seed(job.seed)
     lr = torch.rand(job.batch, 3, job.lr, job.lr, generator=gen).to(device)

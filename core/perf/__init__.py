@@ -12,6 +12,8 @@
   and LR shape.
 * :func:`fast_inference` — module switches that compute the same function with less arithmetic (SRFlow's
   ``factor_cond``: the upsampled part of the 2·LR conditional map convolved at LR resolution).
+* :func:`frozen_layouts` — in training, each frozen part of a network (SRFlow's RRDB in stage 2) in the layout
+  the same probe finds faster for it, its outputs returned in its input's layout.
 * :func:`maybe_compile` — ``run.compile = true``: ``torch.compile``, kept only when the compiled module is faster
   on the probe input; where the platform cannot compile, one line on stderr and the module runs uncompiled.
 
@@ -20,7 +22,7 @@ against, in the same process (``docs/performance.md``).
 
 Where things live: :mod:`.layout` (the layout probe), :mod:`.sampling` (:class:`SampleBatcher`),
 :mod:`.training` (fused optimisers, lean training, :class:`TrainingStep`), :mod:`.switches` (module switches),
-:mod:`.device` (``sync``, TF32, pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is
+:mod:`.frozen` (frozen parts of a trained network in their own faster layout), :mod:`.device` (``sync``, TF32, pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is
 importable from ``restorekit.perf``.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from .compile import maybe_compile
 from .device import pinned, set_tf32, sync, tf32_enabled
+from .frozen import frozen_layouts, frozen_parts
 from .layout import (
     LAYOUT_TOLERANCE,
     PROBE_MIN_WEIGHTS,
@@ -51,6 +54,8 @@ __all__ = [
     "TrainingStep",
     "fast_adam",
     "fast_inference",
+    "frozen_layouts",
+    "frozen_parts",
     "fused_optimizer",
     "lean_training",
     "training_step",

@@ -22,8 +22,12 @@ LAYOUT_TOLERANCE = 1e-5
 _layouts: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], str]]" = weakref.WeakKeyDictionary()
 
 
-def _first(out: Any) -> Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _first(out: Any) -> Tensor | None:
+    """The first tensor of a model's output (itself, or depth-first in tuples, lists and dicts)."""
+    if isinstance(out, Tensor):
+        return out
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    return next((t for t in map(_first, items) if t is not None), None)
 
 
 def same_output(a: Tensor, b: Tensor, tol: float = LAYOUT_TOLERANCE) -> bool:
@@ -83,7 +87,7 @@ def choose_layout(
     x = probe_input(lr, int(getattr(model, "size_multiple", 1) or 1))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     best = {"contiguous": float("inf"), "channels_last": float("inf")}
-    outs: dict[str, Tensor] = {}
+    outs: dict[str, Tensor | None] = {}
     with torch.no_grad():
         for r in range(rounds + 1):
             for layout, inp in (("contiguous", x), ("channels_last", x_cl)):
@@ -93,7 +97,8 @@ def choose_layout(
                     outs[layout] = _first(out)
                 else:
                     best[layout] = min(best[layout], t)
-    ok = same_output(outs["contiguous"], outs["channels_last"], tol)
+    a, b = outs["contiguous"], outs["channels_last"]
+    ok = a is not None and b is not None and same_output(a, b, tol)
     choice = "channels_last" if ok and best["channels_last"] < _GAIN * best["contiguous"] else "contiguous"
     to_layout(model, choice)
     _layouts[model][key] = choice

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .device import _GAIN, _seconds
+from .frozen import frozen_layouts
 from .layout import LAYOUT_TOLERANCE, to_layout
 from .switches import set_switches
 
@@ -52,8 +53,9 @@ def lean_training(model: nn.Module, enabled: bool = True) -> int:
 class TrainingStep:
     """One optimisation step of ``loss_fn(model)`` the fast way — what restorekit's trainer does: gradients set to
     None (not zero-filled) between steps, a fused Adam (:func:`fast_adam`), :func:`lean_training` — and the memory
-    layout a one-time probe found faster for a forward + backward with the same loss (within ``1e-5``). ``note``
-    says what was chosen."""
+    layout a one-time probe found faster for a forward + backward with the same loss (within ``1e-5``); where that
+    is the default layout, each frozen part (SRFlow's RRDB in stage 2) in its own faster layout
+    (:func:`~.frozen.frozen_layouts`). ``note`` says what was chosen."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], *, lr_like: Tensor,
                  autocast: Any = None, optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
@@ -69,8 +71,14 @@ class TrainingStep:
             self.optimizer = fast_adam(params, lr=self.optimizer.defaults["lr"])
         self.layout = self._probe(lr_like.device, rounds) if layout is None else layout
         to_layout(model, self.layout)
+        self.frozen = frozen_layouts(model) if self.layout == "contiguous" else {}
+
+    @property
+    def note(self) -> str:
+        """What was chosen: layout (and frozen parts' layouts, once they ran), optimiser, switches."""
         kind = "fused" if self.optimizer.defaults.get("fused") else "foreach"
-        self.note = f"train layout={self.layout}, adam={kind}, set_to_none" + (", lean_training" if self.lean else "")
+        frozen = "".join(f", frozen {name or 'model'}={lay}" for name, lay in sorted(self.frozen.items()))
+        return f"train layout={self.layout}{frozen}, adam={kind}, set_to_none" + (", lean_training" if self.lean else "")
 
     def _loss_backward(self) -> Tensor:
         with self.autocast:

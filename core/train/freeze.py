@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..perf import frozen_layouts
 from ..runtime import NetworkView
 from ..spec import NetworkSpec, UnfreezeSpec
 
@@ -51,8 +52,9 @@ class Freeze:
         return False
 
     def apply(self, net: nn.Module) -> int:
-        """Set ``requires_grad``; BatchNorm layers with no trained parameter go to eval mode. Returns the
-        number of trained parameters."""
+        """Set ``requires_grad``; BatchNorm layers with no trained parameter go to eval mode; frozen parts take
+        their faster layout at their next call (:func:`restorekit.perf.frozen_layouts`; parts that train again go
+        back to the default one). Returns the number of trained parameters."""
         count = 0
         for pname, p in net.named_parameters():
             p.requires_grad_(self.trains(pname))
@@ -62,6 +64,7 @@ class Freeze:
                 params = list(m.parameters(recurse=False))
                 trained = any(p.requires_grad for p in params) if params else self.mode == "full"
                 m.train(trained and net.training)
+        frozen_layouts(net)
         return count
 
 
