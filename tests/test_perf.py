@@ -187,14 +187,22 @@ def _saved_bytes(net: nn.Module, fn) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("frozen_rrdb, checkpointing", [(True, False), (False, False), (True, True)])
-def test_lean_training_keeps_gradients_and_stores_less(frozen_rrdb: bool, checkpointing: bool) -> None:
-    # folded ActNorms and zero-conv scales, coupling networks recomputing their inner hidden map in backward
+@pytest.mark.parametrize(
+    "frozen_rrdb, checkpointing, recompute",
+    [(True, False, False), (False, False, False), (True, False, True), (False, False, True), (True, True, True)],
+)
+def test_lean_training_keeps_gradients_and_stores_less(frozen_rrdb: bool, checkpointing: bool, recompute: bool) -> None:
+    # folded ActNorms and zero-conv scales; with recompute_hidden (on with gradient checkpointing) the coupling
+    # networks also recompute their inner hidden map in backward
     plain, lean, lr, hr = _train_pair(hidden=32)  # coupling networks wider than the flow, as in SRFlow
     for net in (plain, lean):
         net.gradient_checkpointing = checkpointing
         if frozen_rrdb:
             net.RRDB.requires_grad_(False)
+    hidden = [m for m in lean.modules() if hasattr(m, "recompute_hidden")]
+    assert hidden and all(m.recompute_hidden == checkpointing for m in hidden)
+    for m in hidden:
+        m.recompute_hidden = recompute
     a = plain.encode(hr, lr).nll.mean()
     b = lean.encode(hr, lr).nll.mean()
     a.backward()
@@ -207,7 +215,7 @@ def test_lean_training_keeps_gradients_and_stores_less(frozen_rrdb: bool, checkp
     if not checkpointing:
         lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)  # activations, not weights, dominate
         stored = [_saved_bytes(n, lambda n=n: n.encode(hr, lr).nll.mean()) for n in (plain, lean)]
-        assert stored[1] < 0.8 * stored[0]
+        assert stored[1] < (0.75 if recompute else 0.85) * stored[0]  # measured 0.63-0.70 and 0.75-0.81
 
 
 def test_folded_actnorm_with_checkpointing_from_a_fresh_network() -> None:

@@ -38,8 +38,8 @@ def fast_adam(params: Sequence[nn.Parameter], **kw: Any) -> torch.optim.Optimize
 LEAN_SWITCHES = ("fold_actnorm", "fold_scale", "factor_cond")
 """Module attributes :func:`lean_training` sets: SRFlow's coupling convolutions with their ActNorm
 (``fold_actnorm``) or output scale (``fold_scale``, the zero-convolutions) folded into the weights while gradients
-are recorded; with both on, a coupling network also recomputes its inner hidden map in backward instead of
-storing it. The same function and gradients, about half the stored activations of the coupling networks.
+are recorded (with both on and gradient checkpointing, a coupling network also recomputes its inner hidden map in
+backward instead of storing it). The same function and gradients, with fewer stored activations.
 ``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
 LR resolution — the same function in 0.57× (4x) or less (8x) the multiply-adds of those convolutions."""
 

@@ -20,7 +20,18 @@ import torch.nn.functional as F
 from restorekit_rrdb import RRDBNet, bicubic_upsample
 from torch import Tensor, nn
 
-from .layers import ActNorm, CondMap, CouplingCond, FlowStep, Split2d, Squeeze, UpMap, gaussian_logp, sum_per_sample
+from .layers import (
+    ActNorm,
+    CondMap,
+    Conv2dActNorm,
+    CouplingCond,
+    FlowStep,
+    Split2d,
+    Squeeze,
+    UpMap,
+    gaussian_logp,
+    sum_per_sample,
+)
 
 _FEATURE_NAMES = {0.5: "fea_up0", 0.25: "fea_up_minus1"}
 
@@ -251,13 +262,17 @@ class SRFlowArch(nn.Module):
 
     @property
     def gradient_checkpointing(self) -> bool:
-        """Recompute RRDB blocks and flow steps in the backward pass (training with gradients only)."""
+        """Recompute RRDB blocks and flow steps in the backward pass (training with gradients only), and with
+        ``lean_training`` the coupling networks' inner hidden maps (:attr:`Conv2dActNorm.recompute_hidden`)."""
         return self._gradient_checkpointing
 
     @gradient_checkpointing.setter
     def gradient_checkpointing(self, value: bool) -> None:
         self._gradient_checkpointing = bool(value)
         self.RRDB.gradient_checkpointing = bool(value)
+        for m in self.flowUpsamplerNet.modules():  # memory first: the coupling tails' hidden maps recomputed too
+            if isinstance(m, Conv2dActNorm):
+                m.recompute_hidden = bool(value)
 
     def extra_repr(self) -> str:
         return (
