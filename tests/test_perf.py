@@ -337,6 +337,18 @@ def test_frozen_part_probe_keeps_outputs_and_statistics(monkeypatch) -> None:
     assert net.norm.training
 
 
+def test_a_deep_copy_does_not_settle_the_originals_frozen_parts(monkeypatch) -> None:
+    calls = _spy(monkeypatch, forced="channels_last")
+    _, net = _frozen_pair()
+    chosen = perf.frozen_layouts(net, min_weights=0)
+    twin = copy.deepcopy(net)  # e.g. an EMA model made before the first step: carries the hooks along
+    x = torch.rand(1, 3, 8, 8)
+    twin(x)
+    assert calls == [] and chosen == {} and twin.seen_nchw == [True]
+    net(x)
+    assert calls == [net.trunk] and chosen == {"trunk": "channels_last"}
+
+
 def test_a_frozen_part_differentiated_through_keeps_the_default_layout(monkeypatch) -> None:
     calls = _spy(monkeypatch, forced="channels_last")
     _, net = _frozen_pair()

@@ -90,6 +90,9 @@ def _settle(state: _State, name: str, module: nn.Module, choice: str) -> None:
 
 def _chooser(state: _State, name: str, min_weights: int) -> Callable[..., None]:
     def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ref = state.modules.get(name)
+        if ref is None or ref() is not module:
+            return  # a deep copy of the part (e.g. an EMA model) carries this hook along: not ours to settle
         state.unhook(name)  # before the probe calls the module
         x = _first_image(args)
         grads = any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
