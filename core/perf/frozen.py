@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ..nested import map_tensors
 from .layout import PROBE_MIN_WEIGHTS, choose_layout, to_layout
 
 
@@ -60,23 +61,15 @@ def _first_image(args: tuple[Any, ...]) -> Tensor | None:
     return next((a for a in args if isinstance(a, Tensor) and a.dim() == 4), None)
 
 
-def _in_format(obj: Any, fmt: torch.memory_format) -> Any:
-    """``obj`` (a tensor or tuples, named tuples, lists and dicts of them) with its 4-D tensors in ``fmt``."""
-    if isinstance(obj, Tensor):
-        return obj.contiguous(memory_format=fmt) if obj.dim() == 4 else obj
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_in_format(v, fmt) for v in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_in_format(v, fmt) for v in obj)
-    if isinstance(obj, dict):
-        return {k: _in_format(v, fmt) for k, v in obj.items()}
-    return obj
+def _nchw(t: Tensor) -> Tensor:
+    return t.contiguous() if t.dim() == 4 else t
 
 
 def _restore_output(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
+    """A channels_last part called with an NCHW image returns NCHW tensors (nested outputs included)."""
     x = _first_image(args)
     if x is not None and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
-        return _in_format(out, torch.contiguous_format)
+        return map_tensors(_nchw, out)
     return None
 
 

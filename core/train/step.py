@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..nested import map_tensors
 from ..plan import StepPlan
 from ..runtime import DistContext, NetworkView, broadcast_from_rank0
 from ..spec import TrainSpec
@@ -23,14 +24,7 @@ from .state import EMA, TrainingState
 
 def detach(value: Any) -> Any:
     """``value`` with every tensor inside (lists, tuples, named tuples, dicts) detached."""
-    if isinstance(value, Tensor):
-        return value.detach()
-    if isinstance(value, (list, tuple)):
-        items = (detach(v) for v in value)
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return {k: detach(v) for k, v in value.items()}
-    return value
+    return map_tensors(Tensor.detach, value)
 
 
 class StepRunner:
