@@ -188,15 +188,22 @@ def _quick(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
     """Entry point of ``restore-run``; ``registry`` replaces the entry-point plugins (tests, notebooks)."""
-    parser = build_parser()
     _escape_unencodable_output()
-    args = parser.parse_args(argv)
-    args.registry_object = registry
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    argv_list = list(argv) if argv is not None else sys.argv[1:]
+    from . import commands
+
+    command = commands.find(argv_list)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            status = _main(args, parser)
+            if command is not None:
+                status = _subcommand(command, argv_list[1:], registry)
+            else:
+                parser = build_parser()
+                args = parser.parse_args(argv_list)
+                args.registry_object = registry
+                args.argv = argv_list
+                status = _main(args, parser)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return status
     except UserError as exc:
@@ -214,6 +221,22 @@ def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _subcommand(name: str, argv: list[str], registry: Any) -> int:
+    """``restore-run NAME ...``: the subcommand's own parser and run (see :mod:`restorekit.commands`)."""
+    import importlib
+
+    from .commands import SUBCOMMANDS
+
+    module = importlib.import_module(SUBCOMMANDS[name], package="restorekit.commands")
+    args = module.build_parser(f"restore-run {name}").parse_args(argv)
+    if registry is None:
+        from .registry import PluginRegistry, default_registry_config
+
+        registry = PluginRegistry.load(default_registry_config(getattr(args, "registry", None)),
+                                       trace=bool(getattr(args, "trace_plugins", False)))
+    return int(module.run(args, registry))
 
 
 def _escape_unencodable_output() -> None:
