@@ -11,6 +11,10 @@ Public API (everything else is internal):
   :data:`State`, :data:`Kind`;
 * runtime protocols: :class:`SRModel`, :class:`FlowModel`, :class:`EncodeResult`, :class:`Injector`, :class:`Loss`,
   :class:`Validator`, :class:`Sample`, :class:`ValidationContext`, :class:`ValidationResult`;
+* validators that judge a network's N outputs per image (SR-space metrics): :class:`SRSamples`,
+  :class:`SampleScorer`, the base :class:`ScoringValidator`, :func:`draw_outputs` (the draws ``restore-run``
+  makes for one seed), :func:`score_images`, :func:`mean_rows`;
+* :func:`imresize_uint8`: MATLAB ``imresize`` (antialiased bicubic) of a uint8 image, rounded as MATLAB does;
 * :func:`state_get` (a state entry, or a one-line error listing the keys present);
 * latent tools for flows: :func:`sample_latents`, :func:`scale_latents`, :func:`temperature_at`,
   :func:`normalize_latents`, :func:`transfer_latents`, :func:`interpolate_latents`, :func:`zeros_like_latents`,
@@ -48,7 +52,9 @@ from .components import (
     Params,
     PresetParams,
     Sample,
+    SampleScorer,
     SRModel,
+    SRSamples,
     State,
     StateDict,
     ValidationContext,
@@ -72,6 +78,8 @@ from .latents import (
     zeros_like_latents,
 )
 from . import metrics
+from .data.resize import imresize_uint8
+from .scoring import ScoringValidator, draw_outputs, mean_rows, score_images
 from .padding import pad_to_multiple, run_padded
 from .plan import Plan, make_plan
 from .registry import PluginRegistry
@@ -92,6 +100,13 @@ def run(pipeline: str | Path, overrides: list[str] | None = None, *, registry: P
 
 
 __all__ = [
+    "score_images",
+    "mean_rows",
+    "imresize_uint8",
+    "draw_outputs",
+    "ScoringValidator",
+    "SampleScorer",
+    "SRSamples",
     "Component",
     "EncodeResult",
     "FlowModel",

@@ -223,12 +223,17 @@ class Sample(NamedTuple):
 
 @dataclass
 class ValidationContext:
-    """What a validator gets besides the model: device, scale, step, and a folder for its pictures."""
+    """What a validator gets besides the model: device, scale, step, a folder for its pictures, and which outputs
+    to judge: ``samples`` draws per image at ``temperature`` (flows; sample ``i`` drawn with seed ``seed + i`` as
+    ``restore-run`` does, see :func:`restorekit.draw_outputs`)."""
 
     device: torch.device
     scale: int
     step: int = 0
     output_dir: Path | None = None
+    temperature: float = 0.0
+    samples: int = 1
+    seed: int = 0
 
 
 class ValidationResult(NamedTuple):
@@ -244,3 +249,23 @@ class Validator(Protocol):
     def __call__(
         self, model: Any, samples: Iterable[Sample], ctx: ValidationContext
     ) -> ValidationResult: ...
+
+
+class SRSamples(NamedTuple):
+    """Everything a validator may judge of one image at one temperature: ``lq`` (1,C,h,w), ``hq`` (1,C,H,W) and
+    ``srs``, the N outputs (each (1,C,H,W), clamped to [0, 1]; one for a network that is not a flow)."""
+
+    name: str
+    lq: Tensor
+    hq: Tensor
+    srs: Sequence[Tensor]
+    temperature: float = 0.0
+
+
+@runtime_checkable
+class SampleScorer(Protocol):
+    """A validator that judges outputs instead of running the model: ``score(item, ctx)`` returns one image's
+    numbers (the dataset value of each is the mean over images). Evaluation draws the outputs once and hands the
+    same :class:`SRSamples` to every scorer; ``restore-run evaluate`` hands it outputs read from files."""
+
+    def score(self, item: SRSamples, ctx: ValidationContext) -> dict[str, float]: ...

@@ -1,9 +1,11 @@
-"""Evaluation: the plan's validators over ``[data.val]``; a table on stdout and ``<output_dir>/eval.json``."""
+"""Evaluation (``run.mode = "eval"``): the plan's validators over ``[data.val]`` at every ``[eval]`` temperature, on
+one or several generators; tables on stdout, ``eval.json``, ``eval.md``, CSV files and plots in ``run.output_dir``."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,10 @@ import torch
 from torch import nn
 
 from .files import write_text
-from .components import Sample, ValidationContext
+from .components import Sample, SampleScorer, ValidationContext
+from .eval_report import EvalRow, text_tables, write_reports
+from .scoring import mean_rows, sr_samples
+from .spec import EvalSpec
 from .data.datasets import load_val_samples
 from .errors import UserError, where
 from .plan import Plan, build_network
@@ -21,12 +26,15 @@ from .plan import Plan, build_network
 
 @dataclass
 class EvalResult:
-    """``exit_code`` 0, or 1 when a metric came out NaN; ``metrics`` named ``<validator>.<metric>``;
-    ``per_image`` the validators' per-image rows by validator name."""
+    """``exit_code`` 0, or 1 when a metric came out NaN; ``metrics`` named ``<validator>.<metric>`` (prefixed
+    ``<generator>/`` with several generators, suffixed ``@t<T>`` with several temperatures); ``per_image`` the
+    validators' per-image rows by validator name (first generator, first temperature); ``rows`` every
+    (generator, temperature)."""
 
     exit_code: int
     metrics: dict[str, float]
     per_image: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rows: list[EvalRow] = field(default_factory=list)
 
 
 def _scale_of(plan: Plan, net: nn.Module, name: str) -> tuple[int, int]:
@@ -51,52 +59,138 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalResult:
-    """Run every validator of ``plan`` on its network over ``[data.val]``.
+def _generators(plan: Plan, networks: dict[str, nn.Module]) -> list[tuple[str, list[Any]]]:
+    """(generator label, the validator plans judging it): ``[eval] generators`` (every validator on each) or each
+    validator's own network."""
+    ev = plan.spec.eval
+    if ev is not None and ev.generators:
+        return [(g, list(plan.validators)) for g in ev.generators]
+    order: dict[str, list[Any]] = {}
+    for vplan in plan.validators:
+        order.setdefault(vplan.spec.network, []).append(vplan)
+    return list(order.items())
 
-    Networks are built from the plan (checkpoints loaded) unless given. Prints a table and writes
-    ``<run.output_dir>/eval.json`` (metrics, per-image rows, the pipeline file, the time).
+
+def _network(plan: Plan, name: str, nets: dict[str, nn.Module]) -> nn.Module:
+    """A [networks] name (built from the plan), or a generator file / catalogue name (restorekit.load)."""
+    if name not in nets:
+        if name in plan.networks:
+            nets[name] = build_network(plan.networks[name], plan.device).eval()
+        else:
+            from .api import load
+
+            try:
+                nets[name] = load(name, device=plan.device, registry=plan.registry).eval()
+            except UserError as exc:
+                raise UserError.at(plan.source, "eval.generators", f"{name!r}: {exc}") from None
+    return nets[name]
+
+
+def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalResult:
+    """Run every validator of ``plan`` over ``[data.val]``, at every ``[eval]`` temperature, on every generator.
+
+    Networks are built from the plan (checkpoints loaded) unless given. A :class:`~restorekit.SampleScorer`
+    validator sees every (temperature, sample) output, drawn once per image by :func:`restorekit.draw_outputs`
+    (sample ``i`` with seed ``[eval] seed + i``: what ``restore-run`` draws); any other validator is called once per
+    generator (``validator(model, samples, ctx)``, ``ctx.temperature`` the first temperature) and its numbers appear
+    at every temperature. Prints a table per temperature and writes ``eval.json``, ``eval.md``, ``eval_mean.csv``,
+    ``eval_per_image.csv`` and the plots into ``run.output_dir``.
     """
     spec = plan.spec
     if spec.data.val is None or not plan.validators:
         raise UserError.at(plan.source, None, "evaluation needs [data.val] and at least one [validators.<name>]")
+    ev = spec.eval or EvalSpec()
+    seed = ev.seed if ev.seed is not None else spec.run.seed
     device = plan.device
     nets: dict[str, nn.Module] = dict(networks or {})
-    samples: dict[tuple[int, int], list[Sample]] = {}
-    metrics: dict[str, float] = {}
-    per_image: dict[str, list[dict[str, Any]]] = {}
+    cache: dict[tuple[int, int], list[Sample]] = {}
     out_dir = Path(spec.run.output_dir)
-    for vplan in plan.validators:
-        name = vplan.spec.network
-        if name not in nets:
-            nets[name] = build_network(plan.networks[name], device).eval()
-        net = nets[name]
-        scale, multiple = _scale_of(plan, net, name)
-        key = (scale, multiple)
-        if key not in samples:
-            samples[key] = [
+    built = {vplan.name: vplan.build() for vplan in plan.validators}
+    rows: list[EvalRow] = []
+    for label, vplans in _generators(plan, nets):
+        net = _network(plan, label, nets)
+        scale, multiple = _scale_of(plan, net, label)
+        if (scale, multiple) not in cache:
+            cache[(scale, multiple)] = [
                 Sample(s.name, s.lq.to(device), s.hq.to(device))
                 for s in load_val_samples(spec.data.val, scale=scale, size_multiple=multiple, seed=spec.run.seed,
                                            where=where(plan.source, "data.val", ""))
             ]
-        validator = vplan.build()
-        ctx = ValidationContext(device=device, scale=scale, step=0, output_dir=out_dir / "eval" / vplan.name)
+        samples = cache[(scale, multiple)]
+
+        def context(vname: str, t: float) -> ValidationContext:
+            sub = out_dir / "eval" / (vname if len(ev.generators) < 2 else f"{_safe(label)}/{vname}")
+            return ValidationContext(device=device, scale=scale, step=0, output_dir=sub, temperature=t,
+                                     samples=ev.samples, seed=seed)
+
+        scorers = [v for v in vplans if isinstance(built[v.name], SampleScorer)]
+        fixed: dict[str, float] = {}
+        fixed_rows: dict[str, list[dict[str, Any]]] = {}
         with torch.no_grad():
-            result = validator(net, samples[key], ctx)
-        for k, v in result.metrics.items():
-            metrics[f"{vplan.name}.{k}"] = float(v)
-        per_image[vplan.name] = [dict(r) for r in result.per_image]
-    print(format_table(metrics))
+            for vplan in [v for v in vplans if v not in scorers]:
+                result = built[vplan.name](net, samples, context(vplan.name, ev.temperatures[0]))
+                fixed.update({f"{vplan.name}.{k}": float(v) for k, v in result.metrics.items()})
+                fixed_rows[vplan.name] = [dict(r) for r in result.per_image]
+            for t in ev.temperatures:
+                per: dict[str, list[dict[str, Any]]] = {v.name: [] for v in scorers}
+                if scorers:
+                    ctx0 = context("", t)
+                    for item in sr_samples(net, samples, ctx0):
+                        for vplan in scorers:
+                            per[vplan.name].append({"name": item.name,
+                                                    **built[vplan.name].score(item, context(vplan.name, t))})
+                metrics = {f"{name}.{k}": v for name, r in per.items() for k, v in mean_rows(r).items()}
+                metrics.update(fixed)
+                by_validator = {**per, **fixed_rows}
+                rows.append(EvalRow(label, t, metrics, _merge(by_validator), by_validator))
+    notes = [f"{ev.samples} sample(s) per image and temperature (one at temperature 0), sample i drawn with seed "
+             f"{seed} + i", f"validation images: {len(next(iter(cache.values())))}"]
+    print(text_tables(rows))
+    metrics = _flat(rows, len(ev.temperatures) > 1, len({r.generator for r in rows}) > 1)
+    first = rows[0].by_validator if rows else {}
     report = {
         "pipeline": plan.source,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seed": seed,
+        "samples": ev.samples,
+        "temperatures": list(ev.temperatures),
+        "generators": list(dict.fromkeys(r.generator for r in rows)),
         "metrics": metrics,
-        "per_image": per_image,
+        "per_image": first,
+        "results": [{"generator": r.generator, "temperature": r.temperature, "metrics": r.metrics,
+                     "per_image": r.per_image} for r in rows],
     }
     text = json.dumps(report, indent=2, default=_jsonable)
     write_text(out_dir / "eval.json", text, root=out_dir)
+    write_reports(rows, out_dir, title=f"Evaluation of {Path(plan.source).name}", notes=notes)
     bad = [k for k, v in metrics.items() if math.isnan(v)]
-    return EvalResult(1 if bad else 0, metrics, per_image)
+    if bad:
+        print(f"restore-run: evaluation: not a number: {', '.join(bad)}", file=sys.stderr)
+    return EvalResult(1 if bad else 0, metrics, first, rows)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "generator"
+
+
+def _merge(per: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-image rows of several validators joined by image name (first-seen order)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for vname, rows in per.items():
+        for r in rows:
+            row = merged.setdefault(str(r.get("name", "")), {"name": r.get("name", "")})
+            row.update({f"{vname}.{k}": v for k, v in r.items() if k != "name"})
+    return list(merged.values())
+
+
+def _flat(rows: list[EvalRow], by_t: bool, by_gen: bool) -> dict[str, float]:
+    """All rows' metrics in one dict: ``[<generator>/]<validator>.<metric>[@t<T>]``."""
+    out: dict[str, float] = {}
+    for r in rows:
+        for k, v in r.metrics.items():
+            key = (f"{r.generator}/" if by_gen else "") + k + (f"@t{r.temperature:g}" if by_t else "")
+            out[key] = float(v)
+    return out
 
 
 def _jsonable(value: Any) -> Any:

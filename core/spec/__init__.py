@@ -22,6 +22,7 @@ from .base import (
     SpecModel,
     check_names,
 )
+from .evaluation import EvalSpec
 from .inference import FLOW_MODES, InferMode, InferSpec, TileSpec
 from .loading import (
     apply_overrides,
@@ -48,6 +49,7 @@ __all__ = [
     "DatasetSpec",
     "Downsampler",
     "InferMode",
+    "EvalSpec",
     "InferSpec",
     "InjectorSpec",
     "LossSpec",

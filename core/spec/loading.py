@@ -181,6 +181,11 @@ def resolve_paths(spec: PipelineSpec, base: Path, overridden: Sequence[str] = ()
                 "temperature_map": fix(i.temperature_map, "infer.temperature_map"),
             }
         )
+    if spec.eval is not None and spec.eval.generators:
+        # a generator that is not a [networks] name but a file next to the pipeline is that file
+        gens = [g if g in spec.networks or Path(g).is_absolute() or not (base / g).exists() else str(base / g)
+                for g in spec.eval.generators]
+        update["eval"] = spec.eval.model_copy(update={"generators": gens})
     if spec.train is not None and isinstance(spec.train.resume, Path):
         update["train"] = spec.train.model_copy(update={"resume": fix(spec.train.resume, "train.resume")})
     return spec.model_copy(update=update)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from .base import SpecModel, check_names
+from .evaluation import EvalSpec
 from .inference import InferSpec
 from .models import DataSpec, NetworkSpec, RunSpec, ValidatorSpec
 from .training import StepSpec, TrainSpec
@@ -20,6 +21,7 @@ class PipelineSpec(SpecModel):
     train: TrainSpec | None = Field(None, description="Training loop settings.")
     validators: dict[str, ValidatorSpec] = Field(default_factory=dict, description="Named validators.")
     infer: InferSpec | None = Field(None, description="Inference settings.")
+    eval: EvalSpec | None = Field(None, description="Evaluation settings (run.mode = 'eval'): sweep, generators.")
 
     @field_validator("networks", "steps", "validators")
     @classmethod

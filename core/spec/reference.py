@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .evaluation import EvalSpec
 from .inference import InferSpec, TileSpec
 from .models import CorruptSpec, DatasetSpec, NetworkSpec, Range, RunSpec, UnfreezeSpec, ValidatorSpec
 from .pipeline import PipelineSpec
@@ -38,6 +39,7 @@ def reference_markdown() -> str:
         ("[validators.<name>]", ValidatorSpec),
         ("[infer]", InferSpec),
         ("[infer.tile]", TileSpec),
+        ("[eval]", EvalSpec),
     ]
 
     def type_name(ann: Any) -> str:

@@ -104,6 +104,11 @@ class TrainSpec(SpecModel):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the networks.")
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of weights (e.g. 0.999).")
     val_every: int = Field(0, ge=0, description="Validate every N steps (0 = only at the end).")
+    val_temperature: float = Field(
+        0.0, ge=0, allow_inf_nan=False,
+        description="Flows: the temperature validators judge the outputs at (sample i drawn with run.seed + i).",
+    )
+    val_samples: int = Field(1, ge=1, le=1000, description="Flows: outputs per validation image (diversity needs several).")
     log_every: int = Field(10, ge=1, description="Log scalars every N steps.")
     image_every: int = Field(0, ge=0, description="Write image grids every N steps (0 = never).")
     image_temperatures: list[float] = Field(

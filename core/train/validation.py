@@ -56,8 +56,11 @@ class Validation:
         for vplan, validator in self.validators:
             net_name = vplan.spec.network
             model = eval_model(net_name)
+            train = self.plan.spec.train
             ctx = ValidationContext(
-                device=self.device, scale=self.scale(net_name)[0], step=step, output_dir=self.out / "val" / vplan.name
+                device=self.device, scale=self.scale(net_name)[0], step=step, output_dir=self.out / "val" / vplan.name,
+                temperature=train.val_temperature if train is not None else 0.0,
+                samples=train.val_samples if train is not None else 1, seed=self.seed,
             )
             was = model.training
             try:

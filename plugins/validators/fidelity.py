@@ -7,8 +7,9 @@ Images are float arrays of shape (H, W, C) with values in [0, 1] (C = 3 for RGB,
   a one-channel image is used as it is.
 * ``crop_border``: pixels removed from every side before measuring (SR papers crop ``scale`` pixels).
 
-The validators :class:`PSNR` and :class:`SSIM` run ``model(lq)`` for each :class:`~restorekit.Sample`,
-clamp the SR image to [0, 1] and compare it with ``hq``; ``crop_border = None`` there means ``ctx.scale``.
+The validators :class:`PSNR` and :class:`SSIM` judge every output of a :class:`~restorekit.Sample` (``model(lq)``,
+or a flow's draws at ``ctx.temperature``), clamped to [0, 1], against ``hq``, and average over the outputs;
+``crop_border = None`` there means ``ctx.scale``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from pydantic import Field
-from restorekit import Params, Sample, UserError, ValidationContext, ValidationResult, metrics, run_padded
+from restorekit import (
+    Params,
+    Sample,
+    ScoringValidator,
+    SRSamples,
+    UserError,
+    ValidationContext,
+    ValidationResult,
+    metrics,
+    run_padded,
+)
 from torch import Tensor
 
 Channel = metrics.Channel
@@ -62,8 +73,8 @@ def super_resolve(model: Any, lq: Tensor, scale: int) -> Tensor:
     return run_padded(model, lq, scale=scale).clamp(0.0, 1.0)
 
 
-class _FidelityValidator:
-    """Runs the model on each sample and averages one metric over the images."""
+class _FidelityValidator(ScoringValidator):
+    """Averages one metric over every output of an image (one output at temperature 0), then over the images."""
 
     metric: str
 
@@ -73,26 +84,19 @@ class _FidelityValidator:
 
     def __call__(self, model: Any, samples: Iterable[Sample], ctx: ValidationContext) -> ValidationResult:
         """Per-image rows ``{"name", <key>}`` and ``{<key>: mean}``; the key is ``psnr``/``ssim`` or, for the
-        Y channel, ``psnr_y``/``ssim_y``. The model is run in eval mode under ``torch.no_grad()``."""
-        crop = self.params.crop_border if self.params.crop_border is not None else ctx.scale
-        scale = int(getattr(model, "scale", ctx.scale))
-        was_training = bool(getattr(model, "training", False))
-        if isinstance(model, torch.nn.Module):
-            model.eval()
-        rows: list[dict[str, Any]] = []
+        Y channel, ``psnr_y``/``ssim_y``. The model is run in eval mode under ``torch.no_grad()``, at
+        ``ctx.temperature`` with ``ctx.samples`` draws for a flow (:func:`restorekit.draw_outputs`); an image's
+        value is the mean over its draws."""
         try:
-            with torch.no_grad():
-                for sample in samples:
-                    try:
-                        sr = super_resolve(model, sample.lq.to(ctx.device), scale)
-                    except ValueError as exc:  # the model's output is not scale x its input
-                        raise UserError(f"{self.metric}: sample {sample.name!r}: the model {exc}") from None
-                    rows.append({"name": sample.name, self.key: self._measure(sample, sr, crop)})
-        finally:
-            if isinstance(model, torch.nn.Module):
-                model.train(was_training)
-        means = {self.key: float(np.mean([r[self.key] for r in rows]))} if rows else {}
-        return ValidationResult(means, rows)
+            return super().__call__(model, samples, ctx)
+        except UserError as exc:
+            text = str(exc)
+            raise UserError(text if text.startswith(f"{self.metric}:") else f"{self.metric}: {text}") from None
+
+    def score(self, item: SRSamples, ctx: ValidationContext) -> dict[str, float]:
+        crop = self.params.crop_border if self.params.crop_border is not None else ctx.scale
+        sample = Sample(item.name, item.lq, item.hq)
+        return {self.key: float(np.mean([self._measure(sample, sr, crop) for sr in item.srs]))}
 
     def _measure(self, sample: Sample, sr: Tensor, crop: int) -> float:
         hq = sample.hq

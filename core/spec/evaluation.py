@@ -1,0 +1,44 @@
+"""The ``[eval]`` table: the temperature sweep and the generators of ``run.mode = "eval"``."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from .base import MAX_SEED, SpecModel
+from .inference import _finite_non_negative
+
+
+class EvalSpec(SpecModel):
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.0], description="Flows: every validator judges the outputs at each temperature."
+    )
+    samples: int = Field(1, ge=1, le=1000, description="Flows: outputs per image and temperature (one at 0).")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Sample i is drawn with seed + i, as restore-run does; unset: run.seed."
+    )
+    generators: list[str] = Field(
+        default_factory=list,
+        description="Generators compared in one table: [networks] names, generator files or catalogue names; "
+        "unset: each validator's own network.",
+    )
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one temperature")
+        _finite_non_negative(v)
+        dups = sorted({t for t in v if v.count(t) > 1})
+        if dups:
+            raise ValueError(f"duplicate values {dups}")
+        return v
+
+    @field_validator("generators")
+    @classmethod
+    def _generators(cls, v: list[str]) -> list[str]:
+        dups = sorted({g for g in v if v.count(g) > 1})
+        if dups:
+            raise ValueError(f"duplicate generators {dups}")
+        if any(not g.strip() for g in v):
+            raise ValueError("a generator name is empty")
+        return v
