@@ -39,7 +39,7 @@ def ntire_crop(metric: str, item: SRSamples, multiple: int) -> tuple[Tensor, lis
     gt = gt[:, :h, :w]
     srs = []
     for i, sr in enumerate(item.srs):
-        s = sr[0] if sr.dim() == 4 else sr
+        s = to_uint8(sr)
         if s.shape[0] != gt.shape[0] or s.shape[-2] < h or s.shape[-1] < w:
             raise UserError(f"{metric}: {item.name}: output {i} is {s.shape[-2]}x{s.shape[-1]} with {s.shape[0]} "
                             f"channels, the ground truth {h}x{w} with {gt.shape[0]} (after cropping to a multiple "
