@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from .base import MAX_SEED, SpecModel
-from .inference import _finite_non_negative
+from .inference import check_temperatures
 
 
 class EvalSpec(SpecModel):
@@ -25,13 +25,7 @@ class EvalSpec(SpecModel):
     @field_validator("temperatures")
     @classmethod
     def _temperatures(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("give at least one temperature")
-        _finite_non_negative(v)
-        dups = sorted({t for t in v if v.count(t) > 1})
-        if dups:
-            raise ValueError(f"duplicate values {dups}")
-        return v
+        return check_temperatures(v)
 
     @field_validator("generators")
     @classmethod

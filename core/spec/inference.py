@@ -62,18 +62,23 @@ class InferSpec(SpecModel):
     @field_validator("temperatures")
     @classmethod
     def _temperatures(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("give at least one temperature")
-        _finite_non_negative(v)
-        dups = sorted({t for t in v if v.count(t) > 1})
-        if dups:
-            raise ValueError(f"duplicate values {dups}")
-        return v
+        return check_temperatures(v)
 
     @field_validator("nan_ladder")
     @classmethod
     def _ladder(cls, v: list[float]) -> list[float]:
         return _finite_non_negative(v)
+
+
+def check_temperatures(v: list[float]) -> list[float]:
+    """At least one temperature, each finite and >= 0, none twice."""
+    if not v:
+        raise ValueError("give at least one temperature")
+    _finite_non_negative(v)
+    dups = sorted({t for t in v if v.count(t) > 1})
+    if dups:
+        raise ValueError(f"duplicate values {dups}")
+    return v
 
 
 def _finite_non_negative(values: list[float]) -> list[float]:
