@@ -231,3 +231,25 @@ def srflow_tiny() -> nn.Module:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# generated LPIPS weights (formula checks only: never report a number computed from them)
+
+LPIPS_CONVS = {0: (3, 64, 11), 3: (64, 192, 5), 6: (192, 384, 3), 8: (384, 256, 3), 10: (256, 256, 3)}
+
+
+def write_lpips_weights(trunk: Path, linear: Path, seed: int = 3) -> dict[str, dict[str, Tensor]]:
+    """Generated AlexNet weights under torchvision's keys at ``trunk`` and v0.1-style linear layers
+    (``lin<i>.model.1.weight``) at ``linear``; returns both state dicts."""
+    g = torch.Generator().manual_seed(seed)
+    t: dict[str, Tensor] = {}
+    for k, (cin, cout, ks) in LPIPS_CONVS.items():
+        t[f"features.{k}.weight"] = torch.randn(cout, cin, ks, ks, generator=g) / float(np.sqrt(cin * ks * ks))
+        t[f"features.{k}.bias"] = torch.randn(cout, generator=g) * 0.01
+    t["classifier.1.weight"] = torch.zeros(2, 2)
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c[1], 1, 1, generator=g) for i, c in enumerate(LPIPS_CONVS.values())}
+    for path, sd in ((trunk, t), (linear, lin)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(sd, path)
+    return {"trunk": t, "lin": lin}

@@ -250,7 +250,7 @@ def test_params_models() -> None:
 
 
 def test_validators_plugin_hook(empty_registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hook offers psnr, ssim and gaussian_distance; while ``restorekit_validators.gaussian`` is not
+    """The hook offers psnr, ssim, gaussian_distance and the SR-space validators; while ``restorekit_validators.gaussian`` is not
     written yet, a stand-in module supplies its two names."""
     import sys
     import types
@@ -266,7 +266,7 @@ def test_validators_plugin_hook(empty_registry, monkeypatch: pytest.MonkeyPatch)
     try:
         plugin = importlib.import_module("restorekit_validators.plugin")
         comps = plugin.restorekit_validators()
-        assert [c.name for c in comps] == ["psnr", "ssim", "gaussian_distance"]
+        assert [c.name for c in comps] == ["psnr", "ssim", "gaussian_distance", "lr_psnr", "lpips", "diversity", "nll"]
         assert all(c.summary for c in comps)
         empty_registry.register(plugin, "validators")
         psnr_comp = empty_registry.get("validator", "psnr").component

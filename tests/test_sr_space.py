@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import restorekit.cli as cli
-from fakes import FakeFlow, make_registry, save, srflow_tiny
+from fakes import FakeFlow, make_registry, save, srflow_tiny, write_lpips_weights
 from restorekit import SRSamples, ValidationContext, draw_outputs, imresize_uint8
 from restorekit.quick import to_toml
 
@@ -115,26 +115,12 @@ def test_lr_psnr_crops_to_eight_rounds_and_compares_with_the_downscaled_gt() -> 
 # ----------------------------------------------------------------------------------------------------
 # lpips
 
-CH = (64, 192, 384, 256, 256)
-CONVS = {0: (3, 11), 3: (64, 5), 6: (192, 3), 8: (384, 3), 10: (256, 3)}
-
-
 @pytest.fixture
 def lpips_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
     """Generated AlexNet (torchvision's keys) in a temporary torch hub cache, and generated linear layers."""
-    g = torch.Generator().manual_seed(3)
-    trunk: dict[str, torch.Tensor] = {}
-    for (k, (cin, ks)), cout in zip(CONVS.items(), CH):
-        trunk[f"features.{k}.weight"] = torch.randn(cout, cin, ks, ks, generator=g) / math.sqrt(cin * ks * ks)
-        trunk[f"features.{k}.bias"] = torch.randn(cout, generator=g) * 0.01
-    trunk["classifier.1.weight"] = torch.zeros(2, 2)
-    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(CH)}
-    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    torch.save(trunk, hub / "alexnet-owt-7be5be79.pth")
-    torch.save(lin, tmp_path / "alex.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    return {"trunk": trunk, "lin": lin}
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    return write_lpips_weights(hub, tmp_path / "alex.pth")
 
 
 def hand_lpips(a: torch.Tensor, b: torch.Tensor, w: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:

@@ -91,6 +91,16 @@ class LPIPSNet(nn.Module):
         return self(a, b)[0, 0].cpu()
 
 
+MIN_SIDE = 31
+"""The smallest image side AlexNet's five stages accept (11x11 stride-4 convolution, two 3x3 stride-2 poolings)."""
+
+
+def check_size(who: str, name: str, gt: Tensor) -> None:
+    if min(gt.shape[-2:]) < MIN_SIDE:
+        raise UserError(f"{who}: {name}: {gt.shape[-2]}x{gt.shape[-1]} is smaller than the {MIN_SIDE} pixels LPIPS's "
+                        "AlexNet needs (use distance = 'l1' or larger images)")
+
+
 def trunk_path() -> Path:
     """Where torchvision keeps the AlexNet weights: ``<torch.hub.get_dir()>/checkpoints/alexnet-owt-7be5be79.pth``
     (``$TORCH_HOME/hub/...``, by default ``~/.cache/torch/hub/...``)."""
@@ -181,6 +191,7 @@ class LPIPS(ScoringValidator):
 
     def score(self, item: SRSamples, ctx: ValidationContext) -> dict[str, float]:
         gt, srs = ntire_crop("lpips", item, self.params.crop_multiple)
+        check_size("lpips", item.name, gt)
         if not all(finite(o) for o in item.srs):
             return {"lpips": float("nan")}
         self.net.to(ctx.device)

@@ -146,6 +146,9 @@ class Diversity(ScoringValidator):
         if not all(finite(o) for o in item.srs):
             return {self.key: math.nan}
         if self.lpips is not None:
+            from .lpips import check_size
+
+            check_size(self.key, item.name, gt)
             maps = torch.stack([self.lpips.distance_map(sr, gt) for sr in srs])
         else:
             maps = torch.stack([l1_map(sr, gt) for sr in srs])
