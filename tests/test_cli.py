@@ -40,7 +40,8 @@ def test_list_plugins_shows_first_party_components(capsys) -> None:
     assert plugins["srflow"]["components"] == {"generator": ["srflow"]}
     assert plugins["rrdb"]["components"] == {"generator": ["rrdb"]}
     assert plugins["builtins"]["components"] == {"injector": ["generator"], "loss": ["pixel", "direct"]}
-    assert sorted(plugins["validators"]["components"]["validator"]) == ["gaussian_distance", "psnr", "ssim"]
+    assert sorted(plugins["validators"]["components"]["validator"]) == [
+        "diversity", "gaussian_distance", "lpips", "lr_psnr", "nll", "psnr", "ssim"]
     assert all(p["status"] == "ok" and p["distribution"] == "restorekit" for p in plugins.values())
     code, out, _ = run_cli(["--list-plugins"], capsys)
     assert code == 0 and "srflow  [ok]  (restorekit" in out and "generator srflow" in out
