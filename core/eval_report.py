@@ -134,7 +134,8 @@ def plots(rows: Sequence[EvalRow], out_dir: Path, root: Path) -> list[Path]:
     n = max(1, len(cols))
     ncols = min(3, n)
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.92, wspace=0.35, hspace=0.55)
     for i, c in enumerate(cols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for g in gens:
@@ -149,7 +150,8 @@ def plots(rows: Sequence[EvalRow], out_dir: Path, root: Path) -> list[Path]:
     written.append(out_dir / "eval.png")
     psnr, lpips = find_metric(cols, "psnr"), find_metric(cols, "lpips")
     if psnr and lpips:
-        fig = Figure(figsize=(5, 4), layout="constrained")
+        fig = Figure(figsize=(5, 4))
+        fig.subplots_adjust(left=0.15, right=0.95, bottom=0.13, top=0.9)
         ax = fig.add_subplot(1, 1, 1)
         for g in gens:
             pts = [(r.metrics.get(lpips, math.nan), r.metrics.get(psnr, math.nan), r.temperature)

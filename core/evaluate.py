@@ -107,8 +107,9 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     out_dir = Path(spec.run.output_dir)
     built = {vplan.name: vplan.build() for vplan in plan.validators}
     rows: list[EvalRow] = []
-    for label, vplans in _generators(plan, nets):
-        net = _network(plan, label, nets)
+    for entry, vplans in _generators(plan, nets):
+        net = _network(plan, entry, nets)
+        label = Path(entry).name if entry not in plan.networks and Path(entry).is_file() else entry
         scale, multiple = _scale_of(plan, net, label)
         if (scale, multiple) not in cache:
             cache[(scale, multiple)] = [

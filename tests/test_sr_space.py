@@ -219,7 +219,8 @@ def write_val(folder: Path, n: int = 2, size: int = 32) -> Path:
     return folder / "val"
 
 
-def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, lpips_weights: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from restorekit import save_generator
 
     write_val(tmp_path)
@@ -230,7 +231,8 @@ def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, capsys: 
         "networks": {"generator": {"component": "fakeflow", "checkpoint": "flow.safetensors"}},
         "data": {"val": {"hq": "val", "scale": 2}},
         "validators": {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"},
-                       "div": {"component": "diversity", "params": {"distance": "l1"}}, "nll": {"component": "nll"}},
+                       "div": {"component": "diversity", "params": {"distance": "l1"}}, "nll": {"component": "nll"},
+                       "lp": {"component": "lpips", "params": {"linear": str(tmp_path / "alex.pth")}}},
         "eval": {"temperatures": [0.0, 0.8], "samples": 3, "seed": 7},
     }
     (tmp_path / "e.toml").write_text(to_toml(data))
@@ -247,6 +249,7 @@ def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, capsys: 
     assert per_image[0].startswith("generator,temperature,image,psnr.psnr") and len(per_image) == 1 + 2 * 2
     assert "| generator | 0.8 |" in (tmp_path / "out" / "eval.md").read_text()
     assert iio.imread(tmp_path / "out" / "eval.png").shape[-1] in (3, 4)
+    assert iio.imread(tmp_path / "out" / "perception_distortion.png").shape[-1] in (3, 4)
     assert (tmp_path / "out" / "eval_mean.csv").read_text().count("\n") == 3
 
 
@@ -353,3 +356,51 @@ def test_evaluate_folders_reads_restorekit_names_and_says_what_is_wrong(tmp_path
     # a wrong scale
     code, _, err = evaluate(["--gt", gt, "--sr", sr, "--scale", 3, "--samples", 3], capsys)
     assert code == 2 and "0801.png: cropped to 32x40" in err and "--scale 3" in err
+
+
+def test_draws_equal_the_api_decode_with_the_same_seed() -> None:
+    model = srflow_tiny()
+    lr = torch.rand(1, 3, 8, 12)
+    with torch.no_grad():
+        ours = draw_outputs(model, lr, temperature=0.8, samples=2, seed=3)
+        api = model.decode(lr, temperature=0.8, generator=torch.Generator().manual_seed(4)).clamp(0, 1)
+    assert torch.equal(ours[1], api) and not torch.equal(ours[0], ours[1])
+
+
+def test_a_validator_called_in_training_sees_ctx_samples() -> None:
+    """Training validation calls validator(model, samples, ctx): diversity draws ctx.samples outputs."""
+    from restorekit import Sample
+
+    torch.manual_seed(1)
+    model = FakeFlow().eval()
+    hq = as_float(rand_u8(np.random.default_rng(9), 16, 16))
+    samples = [Sample("x.png", F.avg_pool2d(hq, 2), hq)]
+    div = validator("diversity", distance="l1")
+    one = div(model, samples, ValidationContext(device=torch.device("cpu"), scale=2, temperature=0.8))
+    three = div(model, samples, ValidationContext(device=torch.device("cpu"), scale=2, temperature=0.8, samples=3))
+    assert one.metrics["diversity_l1"] == 0.0 and three.metrics["diversity_l1"] > 1.0
+
+
+def test_several_generators_give_one_comparison_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from restorekit import save_generator
+
+    write_val(tmp_path, n=1)
+    torch.manual_seed(1)
+    save_generator(tmp_path / "a.safetensors", FakeFlow(), "fakeflow", {})
+    save_generator(tmp_path / "b.safetensors", FakeFlow(hidden=6), "fakeflow", {"hidden": 6})
+    data = {
+        "run": {"mode": "eval", "device": "cpu", "output_dir": "out"},
+        "networks": {"generator": {"component": "fakeflow", "checkpoint": "a.safetensors"}},
+        "data": {"val": {"hq": "val", "scale": 2}},
+        "validators": {"lr": {"component": "lr_psnr"}},
+        "eval": {"temperatures": [0.5], "samples": 2, "generators": ["generator", "b.safetensors"]},
+    }
+    (tmp_path / "e.toml").write_text(to_toml(data))
+    assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
+    out = capsys.readouterr().out
+    assert out.count("temperature 0.5") == 1 and "generator " in out and "b.safetensors" in out
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert len(report["results"]) == 2 and set(report["metrics"]) == {
+        "generator/lr.lr_psnr", "generator/lr.lr_psnr_min", "b.safetensors/lr.lr_psnr", "b.safetensors/lr.lr_psnr_min"}
+    md = (tmp_path / "out" / "eval.md").read_text()
+    assert md.count("| 0.5 |") == 2
