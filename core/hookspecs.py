@@ -60,7 +60,10 @@ def restorekit_validators() -> list[ValidatorComponent]:
 
     ``build(params) -> Validator``: called as ``validator(model, samples, ctx)`` with
     :class:`~restorekit.Sample` items and a :class:`~restorekit.ValidationContext`; returns a
-    :class:`~restorekit.ValidationResult` (averaged metrics and per-image rows).
+    :class:`~restorekit.ValidationResult` (averaged metrics and per-image rows). A validator that also offers
+    ``score(item, ctx)`` (:class:`~restorekit.SampleScorer`, e.g. a :class:`~restorekit.ScoringValidator`) judges
+    outputs: evaluation hands it every image's N outputs (:class:`~restorekit.SRSamples`) at every temperature, and
+    ``restore-run evaluate`` outputs read from files.
     """
 
 
