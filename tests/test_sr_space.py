@@ -143,7 +143,9 @@ def hand_lpips(a: torch.Tensor, b: torch.Tensor, w: dict[str, dict[str, torch.Te
         na = fa / (torch.sqrt((fa**2).sum(1, keepdim=True)) + 1e-10)
         nb = fb / (torch.sqrt((fb**2).sum(1, keepdim=True)) + 1e-10)
         d = ((na - nb) ** 2 * w["lin"][f"lin{i}.model.1.weight"]).sum(1, keepdim=True)
-        total = total + F.interpolate(d, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        up = torch.nn.Upsample(scale_factor=(a.shape[-2] / d.shape[-2], a.shape[-1] / d.shape[-1]), mode="bilinear",
+                               align_corners=False)
+        total = total + up(d)
     return total[0, 0]
 
 

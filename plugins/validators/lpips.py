@@ -4,7 +4,7 @@ For two images in [-1, 1]: both are shifted and scaled per channel (``(x - shift
 -0.088, -0.188), scale = (0.458, 0.448, 0.450)), run through AlexNet's five convolution stages (the ReLU after each
 convolution is a tapped layer), every tapped feature is divided by its channel-wise L2 norm (plus 1e-10), the squared
 difference is weighted per channel by the layer's linear 1x1 convolution (no bias) into one channel, each layer's map
-is resized bilinearly (``align_corners=False``) to the image size, and the five maps are summed. An image's LPIPS is
+is resized bilinearly (``align_corners=False``, by the scale factor image size / map size) to the image size, and the five maps are summed. An image's LPIPS is
 the mean of its map; ``lpips`` reports the mean over an image's outputs, then over the images.
 
 Weights are never downloaded: the trunk is the file torchvision's ``alexnet`` uses
@@ -60,6 +60,17 @@ class AlexTrunk(nn.Module):
         return taps
 
 
+def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (``align_corners=False``) resize to ``size`` as the reference does it: by the scale factors
+    ``size / x's size`` (which also sets the sampling positions); by ``size`` where float rounding of the factor would
+    give another size."""
+    factors = (size[0] / x.shape[-2], size[1] / x.shape[-1])
+    out = F.interpolate(x, scale_factor=factors, mode="bilinear", align_corners=False)
+    if tuple(out.shape[-2:]) != size:
+        out = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return out
+
+
 class LPIPSNet(nn.Module):
     """``distance_map(a, b)``: the spatial LPIPS map of two uint8 (C, H, W) images, (H, W)."""
 
@@ -78,7 +89,7 @@ class LPIPSNet(nn.Module):
         for lin, x, y in zip(self.lins, fa, fb):
             x = x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             y = y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            layer = F.interpolate(lin((x - y) ** 2), size=a.shape[-2:], mode="bilinear", align_corners=False)
+            layer = upsample(lin((x - y) ** 2), (int(a.shape[-2]), int(a.shape[-1])))
             total = layer if total is None else total + layer
         assert total is not None
         return total
