@@ -49,16 +49,6 @@ def _scale_of(plan: Plan, net: nn.Module, name: str) -> tuple[int, int]:
     return int(scale), int(getattr(net, "size_multiple", 1) or 1)
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """The metrics as a two-column text table."""
-    if not metrics:
-        return "(no metrics)"
-    width = max(len(k) for k in metrics)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
-    lines += [f"{k:<{width}}  {v:.6g}" for k, v in sorted(metrics.items())]
-    return "\n".join(lines)
-
-
 def _generators(plan: Plan, networks: dict[str, nn.Module]) -> list[tuple[str, list[Any]]]:
     """(generator label, the validator plans judging it): ``[eval] generators`` (every validator on each) or each
     validator's own network."""
@@ -107,6 +97,9 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     out_dir = Path(spec.run.output_dir)
     built = {vplan.name: vplan.build() for vplan in plan.validators}
     rows: list[EvalRow] = []
+    compare = len(ev.generators) > 1
+    notes = [f"{ev.samples} sample(s) per image and temperature (one at temperature 0), sample i drawn with seed "
+             f"{seed} + i"]
     for entry, vplans in _generators(plan, nets):
         net = _network(plan, entry, nets)
         label = Path(entry).name if entry not in plan.networks and Path(entry).is_file() else entry
@@ -120,7 +113,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
         samples = cache[(scale, multiple)]
 
         def context(vname: str, t: float) -> ValidationContext:
-            sub = out_dir / "eval" / (vname if len(ev.generators) < 2 else f"{_safe(label)}/{vname}")
+            sub = out_dir / "eval" / (f"{_safe(label)}/{vname}" if compare else vname)
             return ValidationContext(device=device, scale=scale, step=0, output_dir=sub, temperature=t,
                                      samples=ev.samples, seed=seed)
 
@@ -129,14 +122,21 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
         fixed_rows: dict[str, list[dict[str, Any]]] = {}
         with torch.no_grad():
             for vplan in [v for v in vplans if v not in scorers]:
-                result = built[vplan.name](net, samples, context(vplan.name, ev.temperatures[0]))
+                try:
+                    result = built[vplan.name](net, samples, context(vplan.name, ev.temperatures[0]))
+                except UserError as exc:
+                    if not compare:  # one generator: its validators must all work
+                        raise
+                    # a comparison goes on without it (nll on a network that is not a flow)
+                    notes.append(f"{vplan.name} skipped on {label}: {exc}")
+                    print(f"restore-run: evaluation: {notes[-1]}", file=sys.stderr)
+                    continue
                 fixed.update({f"{vplan.name}.{k}": float(v) for k, v in result.metrics.items()})
                 fixed_rows[vplan.name] = [dict(r) for r in result.per_image]
             for t in ev.temperatures:
                 per: dict[str, list[dict[str, Any]]] = {v.name: [] for v in scorers}
                 if scorers:
-                    ctx0 = context("", t)
-                    for item in sr_samples(net, samples, ctx0):
+                    for item in sr_samples(net, samples, context("", t)):
                         for vplan in scorers:
                             per[vplan.name].append({"name": item.name,
                                                     **built[vplan.name].score(item, context(vplan.name, t))})
@@ -144,10 +144,9 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
                 metrics.update(fixed)
                 by_validator = {**per, **fixed_rows}
                 rows.append(EvalRow(label, t, metrics, _merge(by_validator), by_validator))
-    notes = [f"{ev.samples} sample(s) per image and temperature (one at temperature 0), sample i drawn with seed "
-             f"{seed} + i", f"validation images: {len(next(iter(cache.values())))}"]
+    notes.append(f"validation images: {len(next(iter(cache.values())))}")
     print(text_tables(rows))
-    metrics = _flat(rows, len(ev.temperatures) > 1, len({r.generator for r in rows}) > 1)
+    metrics = _flat(rows, len(ev.temperatures) > 1, compare)
     first = rows[0].by_validator if rows else {}
     report = {
         "pipeline": plan.source,
@@ -158,6 +157,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
         "generators": list(dict.fromkeys(r.generator for r in rows)),
         "metrics": metrics,
         "per_image": first,
+        "notes": notes,
         "results": [{"generator": r.generator, "temperature": r.temperature, "metrics": r.metrics,
                      "per_image": r.per_image} for r in rows],
     }

@@ -392,17 +392,21 @@ def test_several_generators_give_one_comparison_table(tmp_path: Path, capsys: py
     save_generator(tmp_path / "b.safetensors", FakeFlow(hidden=6), "fakeflow", {"hidden": 6})
     data = {
         "run": {"mode": "eval", "device": "cpu", "output_dir": "out"},
-        "networks": {"generator": {"component": "fakeflow", "checkpoint": "a.safetensors"}},
+        "networks": {"generator": {"component": "fakeflow", "checkpoint": "a.safetensors"},
+                     "plain": {"component": "bicubic"}},
         "data": {"val": {"hq": "val", "scale": 2}},
-        "validators": {"lr": {"component": "lr_psnr"}},
-        "eval": {"temperatures": [0.5], "samples": 2, "generators": ["generator", "b.safetensors"]},
+        "validators": {"lr": {"component": "lr_psnr"}, "nll": {"component": "nll"}},
+        "eval": {"temperatures": [0.5], "samples": 2, "generators": ["generator", "b.safetensors", "plain"]},
     }
     (tmp_path / "e.toml").write_text(to_toml(data))
     assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
-    out = capsys.readouterr().out
-    assert out.count("temperature 0.5") == 1 and "generator " in out and "b.safetensors" in out
+    out, err = capsys.readouterr()
+    assert out.count("temperature 0.5") == 1 and "generator " in out and "b.safetensors" in out and "plain" in out
+    assert err.strip().splitlines() == ["restore-run: evaluation: nll skipped on plain: nll: the validated network "
+                                        "(Bicubic) is not a flow (no encode/decode)"]
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert len(report["results"]) == 2 and set(report["metrics"]) == {
-        "generator/lr.lr_psnr", "generator/lr.lr_psnr_min", "b.safetensors/lr.lr_psnr", "b.safetensors/lr.lr_psnr_min"}
+    assert len(report["results"]) == 3 and {"generator/lr.lr_psnr", "b.safetensors/nll.nll", "plain/lr.lr_psnr",
+                                            "plain/lr.lr_psnr_min"} <= set(report["metrics"])
+    assert "plain/nll.nll" not in report["metrics"]
     md = (tmp_path / "out" / "eval.md").read_text()
-    assert md.count("| 0.5 |") == 2
+    assert md.count("| 0.5 |") == 3
