@@ -347,6 +347,15 @@ def test_evaluate_folders_reads_restorekit_names_and_says_what_is_wrong(tmp_path
     code, _, _ = evaluate(["--gt", gt, "--sr", sr, "--scale", 4, "--samples", 3, "--json", tmp_path / "b.json"], capsys)
     a, b = (json.loads((tmp_path / f"{x}.json").read_text())["mean"] for x in "ab")
     assert a == b
+    # two temperatures in one folder: pick one
+    save(own / "0801_t0_s0_seed0.png", gts[0] / 255.0)
+    save(own / "0802_t0_s0_seed0.png", gts[1] / 255.0)
+    code, _, err = evaluate(["--gt", gt, "--sr", own, "--scale", 4, "--samples", 3], capsys)
+    assert code == 2 and "outputs of '0801' at temperatures 0, 0.9: pick one with --temperature" in err
+    code, _, err = evaluate(["--gt", gt, "--sr", own, "--scale", 4, "--samples", 3, "--temperature", 0,
+                             "--json", tmp_path / "c.json"], capsys)
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert code == 0 and c["per_image"][0]["samples"] == 1 and math.isinf(c["mean"]["lr_psnr"])
     # a missing sample
     (sr / "000001_sample00002.png").unlink()
     code, _, err = evaluate(["--gt", gt, "--sr", sr, "--scale", 4, "--samples", 3], capsys)
