@@ -158,11 +158,18 @@ class SRModel(Protocol):
 
 class EncodeResult(NamedTuple):
     """``latents``: list of tensors (split latents first, top-level z last); ``nll`` in bits per pixel
-    (official SRFlow definition, shape (B,)); ``logdet`` (B,)."""
+    (the official SRFlow/HCFlow definition: divided by H·W, not 3·H·W; shape (B,)), including every term of the
+    flow's training objective (HCFlow: its LR term); ``logdet`` (B,).
+
+    ``flow_lr``: for a flow whose bijection maps HR to an LR image *and* latents (HCFlow), the LR the flow itself
+    produced; ``decode(flow_lr, latents)`` inverts ``encode`` exactly, while ``decode(lr, latents)`` puts the given
+    LR in that slot. None for a flow that only conditions on the LR (SRFlow): ``decode(lr, latents)`` is the
+    inverse."""
 
     latents: list[Tensor]
     nll: Tensor
     logdet: Tensor
+    flow_lr: Tensor | None = None
 
 
 @runtime_checkable

@@ -15,7 +15,8 @@ from .kit import fail
 @torch.no_grad()
 def check_flow(model: nn.Module, *, atol: float = 1e-3, name: str = "generator") -> None:
     """A :class:`~restorekit.FlowModel`: ``encode(hr, lr)`` gives latents of ``latent_shapes``, finite ``nll`` and
-    ``logdet`` of shape (B,); ``decode(lr, latents)`` gives ``hr`` back (within ``atol``); ``decode`` at temperature
+    ``logdet`` of shape (B,); ``decode(lr, latents)`` gives ``hr`` back (within ``atol``; with the flow's own LR,
+    ``encode(...).flow_lr``, in the LR slot for a flow that has one); ``decode`` at temperature
     0 is finite and the right size."""
     if not isinstance(model, FlowModel):
         raise fail(name, "is not a FlowModel (encode, decode, latent_shapes)")
@@ -33,7 +34,10 @@ def check_flow(model: nn.Module, *, atol: float = 1e-3, name: str = "generator")
         value = getattr(enc, field)
         if tuple(value.shape) != (2,) or not torch.isfinite(value).all():
             raise fail(name, f"encode's {field} must be a finite (B,) tensor, got {tuple(value.shape)} {value}")
-    back = model.decode(lr, latents=enc.latents)  # type: ignore[operator]
+    flow_lr = getattr(enc, "flow_lr", None)
+    if flow_lr is not None and tuple(flow_lr.shape) != tuple(lr.shape):
+        raise fail(name, f"encode's flow_lr has shape {tuple(flow_lr.shape)}, the LR {tuple(lr.shape)}")
+    back = model.decode(lr if flow_lr is None else flow_lr, latents=enc.latents)  # type: ignore[operator]
     err = (back - hr).abs().max().item()
     if not err <= atol:
         raise fail(name, f"decode(encode(hr)) differs from hr by {err:.2e} (> {atol})")
