@@ -1,0 +1,44 @@
+"""restorekit-hcflow is its own distribution: its wheel holds only ``restorekit_hcflow`` (with its catalogue file)
+and registers the ``hcflow`` plugin through the ``restorekit.plugins`` entry point; restorekit's wheel does not hold
+it, and the installed plugin is listed by ``restore-run --list-plugins``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("restorekit_hcflow", reason="restorekit-hcflow is not installed (pip install -e plugins/hcflow)")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_plugin_wheel_holds_only_its_package_and_its_entry_point(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", str(ROOT / "plugins" / "hcflow"),
+         "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("restorekit_hcflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if ".dist-info" not in n.split("/")[0]} == {"restorekit_hcflow"}
+    assert "restorekit_hcflow/catalogue.toml" in names and "restorekit_hcflow/plugin.py" in names
+    eps = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "[restorekit.plugins]" in eps and "hcflow = restorekit_hcflow.plugin" in eps
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Name: restorekit-hcflow" in meta and "Requires-Dist: restorekit" in meta
+
+
+def test_list_plugins_shows_the_installed_distribution() -> None:
+    listed = subprocess.run([str(Path(sys.executable).with_name("restore-run")), "--list-plugins", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert plugins["hcflow"]["status"] == "ok"
+    assert plugins["hcflow"]["distribution"] == "restorekit-hcflow"
+    assert plugins["hcflow"]["components"] == {"generator": ["hcflow"]}
