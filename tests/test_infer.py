@@ -608,8 +608,11 @@ def test_examples_validate(example: Path, tmp_path: Path, capsys) -> None:
         if net.checkpoint is not None:
             ckpt = _tiny_checkpoint(tmp_path, net.component)
             overrides += ["--set", f"networks.{name}.checkpoint={json.dumps(str(ckpt))}"]
+    reg = make_registry()
+    if "hcflow" in components:  # the separately installed restorekit-hcflow plugin
+        reg.register(pytest.importorskip("restorekit_hcflow.plugin"), "hcflow")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "_registry", lambda args: make_registry())
+        mp.setattr(cli, "_registry", lambda args: reg)
         code, out, err = run([example, "--dry-run", *overrides], capsys)
     assert code == 0, err
     assert f"mode: {spec.run.mode}" in out
