@@ -96,7 +96,7 @@ def test_forward_logdet_objective_and_nll(fx: dict[str, Any]) -> None:
     _close(enc.nll.mean(), exp["forward.nll_bits"], rel=True)
     pixels = exp["input.hr"].shape[-2] * exp["input.hr"].shape[-1]
     per_dim = -(full.logdet + full.lr_logp) / (math.log(2) * 3 * pixels)
-    assert torch.allclose(per_dim * 3, enc.nll, rtol=1e-6)
+    assert torch.allclose(per_dim, full.nll_per_dim, rtol=1e-6) and torch.allclose(per_dim * 3, enc.nll, rtol=1e-6)
     # LR := the flow's own quantised LR: the LR term is a constant, so the NLL tests the flow's log-det alone
     consistent = fx["consistent"]
     _close(consistent.nll.mean(), exp["forward_lr_consistent.nll_bits"], rel=True)

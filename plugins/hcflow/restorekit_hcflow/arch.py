@@ -104,6 +104,11 @@ class Encoded(NamedTuple):
     prior_logs: list[Tensor]
     z: list[Tensor]
 
+    @property
+    def nll_per_dim(self) -> Tensor:
+        """The NLL in bits per dimension (divided by 3·H·W, the generative-modelling convention): ``nll / 3``."""
+        return self.nll / 3.0
+
 
 class HCFlowFlow(nn.Module):
     """The ``flow`` submodule: ``layers`` (squeeze, main steps, split per level) and ``level{l}_condFlow``."""
