@@ -205,3 +205,20 @@ def test_saved_generator_reloads_by_file(flow: tuple[str, nn.Module], tmp_path: 
         assert torch.allclose(again(lr), net(lr), atol=1e-6)
     assert type(again) is type(net)
     np.testing.assert_equal(sorted(again.state_dict()), sorted(net.state_dict()))
+
+
+def test_sr_space_validators(flow: tuple[str, nn.Module], registry: restorekit.PluginRegistry) -> None:
+    """lr_psnr, diversity and nll over the same samples: finite, and nll is the flow's own NLL per dimension."""
+    name, net = flow
+    hr, lr = _images(2, 8, 8, net.scale, seed=1)
+    samples = [restorekit.Sample(f"img{i}.png", lr[i : i + 1], hr[i : i + 1]) for i in range(2)]
+    ctx = restorekit.ValidationContext(device=torch.device("cpu"), scale=net.scale, temperature=0.8, samples=3, seed=4)
+    metrics: dict[str, float] = {}
+    for validator, params in (("lr_psnr", {}), ("diversity", {"distance": "l1"}), ("nll", {})):
+        comp = registry.get("validator", validator).component
+        metrics.update(comp.build(comp.params(**params))(net, samples, ctx).metrics)
+    assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics
+    assert any(k.startswith("diversity") and v > 0 for k, v in metrics.items()), metrics  # T = 0.8: samples differ
+    with torch.no_grad():
+        want = float(net.encode(hr, lr).nll.mean()) / 3
+    assert metrics["nll"] == pytest.approx(want, rel=1e-5)
