@@ -67,14 +67,16 @@ def test_sr_folder_rrdb_writes_every_image_with_a_summary(tmp_path: Path, images
     assert code == 0 and "3 written, 0 skipped" in out
 
 
-def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, fakes: FakePlugin, capsys) -> None:
+def test_an_output_with_no_record_is_kept_and_refused_unless_overwrite(tmp_path: Path, fakes: FakePlugin,
+                                                                      capsys) -> None:
     save(tmp_path / "in" / "a.png", sample_image("astronaut", 16, 16))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "a.png").write_bytes(b"precious")
     p = pipeline(tmp_path, {"inputs": ["in"], "output_dir": "out"}, component="bicubic")
-    code, out, _ = run([p], capsys)
-    assert code == 0 and (out_dir / "a.png").read_bytes() == b"precious" and "1 skipped" in out
+    code, out, err = run([p], capsys)
+    assert code == 2 and (out_dir / "a.png").read_bytes() == b"precious" and "written" not in out
+    assert err.count("\n") == 1 and "no samples.json records" in err and "infer.overwrite = true" in err, err
     code, _, _ = run([p, "--set", "infer.overwrite=true"], capsys)
     assert code == 0 and read(out_dir / "a.png").shape == (32, 32, 3)
 

@@ -135,15 +135,16 @@ def test_no_model_uses_bundled_srflow_at_temperature_zero(tmp_path: Path, sample
     assert pngs(tmp_path / "o") == [f"{img.stem}.png"] and not home.exists()
 
 
-def test_existing_outputs_are_kept_unless_overwrite(tmp_path: Path, rrdb_ckpt, sample_png, registry, capsys) -> None:
+def test_existing_outputs_are_kept_and_refused_unless_overwrite(tmp_path: Path, rrdb_ckpt, sample_png, registry,
+                                                               capsys) -> None:
     img = sample_png(size=16)
     out = tmp_path / "out"
     out.mkdir()
     (out / f"{img.stem}.png").write_bytes(b"mine")
     base = ["--model", str(rrdb_ckpt[0]), "--input", str(img), "--output", str(out)]
     code, _, err = run(base, registry, capsys)
-    assert code == 0, err
-    assert (out / f"{img.stem}.png").read_bytes() == b"mine"  # skipped, not replaced
+    assert code == 2 and "no samples.json records" in err and "--overwrite" in err, err
+    assert (out / f"{img.stem}.png").read_bytes() == b"mine"  # refused, not replaced
     code, _, err = run(base + ["--overwrite"], registry, capsys)
     assert code == 0, err
     assert iio.imread(out / f"{img.stem}.png").shape == (64, 64, 3)

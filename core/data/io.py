@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import imageio.v3 as iio
 import numpy as np
@@ -360,9 +360,11 @@ def write_image(
     bits: int = 8,
     gray: bool = False,
     root: Path | None = None,
+    text: Mapping[str, str] | None = None,
 ) -> None:
     """Write (3,H,W) in [0,1] to ``path`` (format from the suffix; 16-bit where the format allows), atomically
-    (:func:`restorekit.files.atomic_write`); with ``root``, ``path`` must lie inside that folder."""
+    (:func:`restorekit.files.atomic_write`); with ``root``, ``path`` must lie inside that folder. ``text``: PNG
+    text chunks (tEXt, Latin-1 keys and values) written into a PNG; other formats ignore it."""
     p = Path(path)
     if p.suffix.lower() in (".jpg", ".jpeg", ".webp"):
         bits, alpha = 8, (alpha if p.suffix.lower() == ".webp" else None)
@@ -373,5 +375,43 @@ def write_image(
             _write_png16(tmp, arr)
         else:
             iio.imwrite(tmp, arr, extension=p.suffix.lower())
+        if text and p.suffix.lower() == ".png":
+            add_png_text(tmp, text)
 
     atomic_write(p, write, root=root)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def add_png_text(path: Path, text: Mapping[str, str]) -> None:
+    """Insert tEXt chunks (``key\\0value``, Latin-1) before the IEND chunk of the PNG file at ``path``."""
+    data = path.read_bytes()
+    end = data.rfind(b"IEND")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or end < 12:
+        raise ValueError(f"{path.name}: not a PNG file")
+    chunks = b"".join(_png_chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1")) for k, v in text.items())
+    path.write_bytes(data[: end - 4] + chunks + data[end - 4:])
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The tEXt chunks of a PNG file, by key."""
+    import struct
+
+    data = Path(path).read_bytes()
+    out: dict[str, str] = {}
+    pos = 8
+    while pos + 8 <= len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8 : pos + 8 + n].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        if kind == b"IEND":
+            break
+        pos += 12 + n
+    return out

@@ -33,6 +33,7 @@ from .imaging import quantize, upsample_bicubic, write_gif
 from .inputs import InputItem, Prepared, collect_inputs
 from .inputs import shard as shard_items
 from .modes import Runner
+from .records import check_existing
 from .reports import image_metrics
 from .sink import Fallback, InferSummary, OutputSink, one_line
 from .slots import Slot, make_slots
@@ -69,6 +70,8 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool 
         for p, o in zip(batch, outcomes):
             sink.finish(p, o)
 
+    if not spec.overwrite:  # before any work: existing outputs must be this request's (all ranks decide alike)
+        check_existing(r, r.request, r.items, (spec.reference, spec.temperature_map))
     buckets: dict[tuple[int, ...], list[Prepared]] = {}  # inputs of one size run as one batch
     bar = tqdm(total=len(items), desc=f"infer {spec.mode}", unit="img", disable=None if r.rank == 0 else True)
     try:

@@ -40,6 +40,7 @@ from ..tiling import (
     tiled_forward,
 )
 from .inputs import InputReader, Prepared, collect_inputs
+from .records import run_request
 from .slots import HR_INPUT_MODES, REPORT_MODES, SUFFIX, Slot, check_outputs, make_slots, tname
 
 
@@ -113,6 +114,8 @@ class Runner:
         if spec.reference is not None and uses_reference:
             self._encode_reference(spec.reference)
         self.decode = flow_decoder(self.model) if self.flow else None
+        trained = self.model if networks is not None and net_name in networks else None
+        self.request = run_request(self, trained)  # what every output's record says made it (.records)
 
     def prepare(self, item: Any, todo: list[tuple[Slot, Path]]) -> Prepared:
         return self.reader.prepare(item, todo)

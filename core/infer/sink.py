@@ -15,8 +15,13 @@ from ..runtime import DistContext
 from .imaging import quantize, upsample_bicubic, write_gif
 from .inputs import InputItem, Prepared
 from .modes import Outcome, Runner
+from .records import slot_request
 from .reports import Reports, atomic_text
 from .slots import Slot
+
+
+PNG_KEY = "restorekit"
+"""The PNG text (tEXt) key under which a PNG output carries its ``samples.json`` record (JSON)."""
 
 
 def rel(p: Path, root: Path) -> str:
@@ -108,20 +113,18 @@ class OutputSink:
     def fail(self, path: Path, reason: str) -> None:
         self.summary.failed.append((path, reason))
 
-    def record(self, item: InputItem, slot: Slot, path: Path, fallback: tuple[float, str] | None) -> None:
-        """The ``samples.json`` record of one written output."""
+    def record(self, item: InputItem, slot: Slot, fallback: tuple[float, str] | None) -> dict[str, Any]:
+        """The ``samples.json`` record of one output: its request (:func:`.records.slot_request`: weights and
+        their sha256, params, mode, temperature, sample, seed, tile, version, ...), the input, and what was used."""
         spec = self.r.spec
-        rec: dict[str, Any] = {"input": str(item.path), "mode": spec.mode, "network": self.r.component}
+        rec: dict[str, Any] = {"input": str(item.path), **slot_request(self.r.request, spec.mode, item, slot)}
         if slot.temperature is not None:
             key = "latent_scale" if spec.mode in ("latent_transfer", "interpolate") else "temperature"
-            rec[key] = slot.temperature
             rec["used_" + key] = fallback[0] if fallback else slot.temperature
-        for k in ("sample", "seed", "frame"):
-            if getattr(slot, k) is not None:
-                rec[k] = getattr(slot, k)
-        if spec.temperature_map is not None and self.r.flow and spec.mode not in ("latent_transfer", "interpolate"):
-            rec["temperature_map"] = str(spec.temperature_map)
         rec["fallback"] = {"used": fallback[0], "reason": fallback[1]} if fallback else None
+        return rec
+
+    def keep(self, path: Path, rec: dict[str, Any]) -> None:
         self.records[rel(path, self.r.out_dir)] = rec
 
     def finish(self, p: Prepared, outcome: Outcome) -> None:
@@ -134,16 +137,18 @@ class OutputSink:
             path = todo.get(slot)
             if path is None:
                 continue
+            fb = outcome.fallbacks.get(slot)
+            rec = self.record(p.item, slot, fb)
             try:
-                write_image(path, img, p.alpha, bits=p.bits, gray=p.gray, root=self.r.out_dir)
+                write_image(path, img, p.alpha, bits=p.bits, gray=p.gray, root=self.r.out_dir,
+                            text={PNG_KEY: json.dumps(rec, sort_keys=True)})
             except (ValueError, OSError, TypeError, UserError) as exc:
                 self.fail(p.item.path, f"{path.name}: cannot write ({one_line(exc)})")
                 continue
             self.summary.written.append(path)
-            fb = outcome.fallbacks.get(slot)
             if fb is not None:
                 self.summary.fallbacks.append(Fallback(p.item.path, path, float(slot.temperature or 0.0), fb[0], fb[1]))
-            self.record(p.item, slot, path, fb)
+            self.keep(path, rec)
         if self.gif_slot is not None and self.gif_slot in todo:
             self._gif(p, outcome, todo[self.gif_slot])
         if self.reports is not None and p.hr is not None:
@@ -161,7 +166,7 @@ class OutputSink:
         try:
             write_gif(gif_path, [f for f in frames if f is not None], root=self.r.out_dir)
             self.summary.written.append(gif_path)
-            self.record(p.item, self.gif_slot, gif_path, None)
+            self.keep(gif_path, self.record(p.item, self.gif_slot, None))
         except (ValueError, OSError, UserError) as exc:
             self.fail(p.item.path, f"{gif_path.name}: cannot write ({one_line(exc)})")
 

@@ -1,0 +1,174 @@
+"""Provenance of inference outputs: what each output was made with (its *request*: weights and their sha256, the
+component's params, mode, temperature, sample, seed, tile settings, restorekit version, ...), the records already
+in an output folder (``samples.json``), and the check, before any work, that every existing output was made by
+exactly the request that would make it now.
+
+An output is skipped only when its record matches; a mismatch, or an output (or a folder of images) with no record,
+stops the run with one line naming the first differing field and the two ways on: overwrite, or another folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from ..data.io import IMAGE_SUFFIXES
+from ..errors import UserError
+from ..provenance import file_sha256, weights_identity
+from .slots import REPORT_FILES, Slot
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inputs import InputItem
+    from .modes import Runner
+
+QUICK_SOURCE = "command line"  # restorekit.quick.SOURCE: one-command runs name their flags, pipelines their fields
+
+# The fields compared, in the order a mismatch is reported (what made the image first, the version last).
+REQUEST_FIELDS = (
+    "model", "checkpoint", "trained", "weights", "sha256", "submodules", "network", "params", "mode",
+    "temperature", "latent_scale", "sample", "seed", "frame", "kind", "tile", "precision", "downsampler",
+    "temperature_map", "reference", "interpolation", "nan_ladder", "input_sha256", "restorekit",
+)
+
+
+def run_request(r: "Runner", trained: Any | None) -> dict[str, Any]:
+    """The part of every output's request that is the same for the whole run (``trained``: the in-memory network
+    when it was trained in this run, else None: its weights come from the plan)."""
+    from .. import __version__
+
+    spec = r.spec
+    base: dict[str, Any] = dict(weights_identity(r.net_plan, trained))
+    base["network"] = r.component
+    base["params"] = r.net_plan.params.model_dump(mode="json")
+    base["mode"] = spec.mode
+    base["tile"] = {"size": spec.tile.size, "overlap": spec.tile.overlap} if spec.tile is not None else None
+    base["precision"] = r.precision
+    base["downsampler"] = spec.downsampler if r.hr_input else None
+    if r.flow:
+        base["nan_ladder"] = list(r.ladder)
+        latent = spec.mode in ("latent_transfer", "interpolate")
+        if spec.temperature_map is not None and not latent:
+            base["temperature_map"] = file_sha256(spec.temperature_map)
+        if spec.reference is not None and latent:
+            base["reference"] = file_sha256(spec.reference)
+        if spec.mode == "interpolate":
+            base["interpolation"] = spec.interpolation
+    base["restorekit"] = __version__
+    return base
+
+
+def slot_request(base: Mapping[str, Any], mode: str, item: "InputItem", slot: Slot) -> dict[str, Any]:
+    """The full request of one output: the run's part, the slot's temperature (latent scale), sample, seed and
+    frame, and the sha256 of the input file."""
+    req = dict(base)
+    if slot.temperature is not None:
+        req["latent_scale" if mode in ("latent_transfer", "interpolate") else "temperature"] = slot.temperature
+    for k in ("sample", "seed", "frame"):
+        if getattr(slot, k) is not None:
+            req[k] = getattr(slot, k)
+    if slot.kind != "image":
+        req["kind"] = slot.kind
+    req["input_sha256"] = file_sha256(item.path)
+    return req
+
+
+def read_records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The records of ``samples.json`` (and of per-rank ``samples.rankN.json``) in ``out_dir``, by output path
+    relative to it. An unreadable file holds no records."""
+    records: dict[str, dict[str, Any]] = {}
+    if not out_dir.is_dir():
+        return records
+    for path in sorted(out_dir.glob("samples*.json")):
+        try:
+            outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(outputs, dict):
+            records.update({str(k): v for k, v in outputs.items() if isinstance(v, dict)})
+    return records
+
+
+def _diff(old: Any, new: Any, name: str) -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(new) + [k for k in old if k not in new]:
+            d = _diff(old.get(k), new.get(k), f"{name}.{k}")
+            if d is not None:
+                return d
+        return None
+    return None if old == new else (name, old, new)
+
+
+def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first request field (in :data:`REQUEST_FIELDS` order, nested into dicts) where ``old`` and ``new``
+    differ, with both values; None when they match."""
+    for key in REQUEST_FIELDS:
+        if key in old or key in new:
+            d = _diff(old.get(key), new.get(key), key)
+            if d is not None:
+                return d
+    return None
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "(not recorded)"
+    text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else (repr(v) if isinstance(v, str) else f"{v}")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def ways_on(source: str) -> str:
+    """The two ways on, in the words of a one-command run or of a pipeline."""
+    if source == QUICK_SOURCE:
+        return "pass --overwrite to replace them, or choose another --output folder"
+    return "set infer.overwrite = true to replace them, or choose another infer.output_dir"
+
+
+def _refuse(source: str, message: str) -> UserError:
+    where = "--output" if source == QUICK_SOURCE else "infer.output_dir"
+    return UserError(f"{where}: {message}") if source == QUICK_SOURCE else UserError.at(source, where, message)
+
+
+def _images_in(out_dir: Path, protected: set[Path]) -> list[Path]:
+    found = []
+    for p in sorted(out_dir.rglob("*")):
+        if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (*IMAGE_SUFFIXES, ".gif") and p.resolve() not in protected
+                and not (p.parent == out_dir and p.name in REPORT_FILES)):
+            found.append(p)
+    return found
+
+
+def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputItem"],
+                   protected: Sequence[Path | None] = ()) -> None:
+    """Before any work (``overwrite = false``): every output that exists already was made by exactly the request
+    that would make it now, and an output folder holding images holds their records. Otherwise one line: the
+    output, the first differing field (old and new value), and the two ways on."""
+    out_dir, source = r.out_dir, r.source
+    records = read_records(out_dir)
+    items = list(items)
+    if not records and out_dir.is_dir():
+        keep = {Path(p).resolve() for p in protected if p is not None} | {i.path.resolve() for i in items}
+        images = _images_in(out_dir, keep)
+        if images:
+            raise _refuse(source, f"{out_dir} holds {len(images)} image(s) (e.g. {images[0].name}) but no samples.json "
+                          f"records of what made them (another tool, or restorekit before output records), so "
+                          f"they cannot be told from this run's outputs; {ways_on(source)}")
+    for item in items:
+        for slot in r.slots:
+            path = slot.path(out_dir, item, r.ext)
+            if not path.exists():
+                continue
+            key = path.relative_to(out_dir).as_posix()
+            old = records.get(key)
+            if old is None:
+                raise _refuse(source, f"{path} exists but samples.json has no record of what made it; "
+                              f"{ways_on(source)}")
+            diff = first_difference(old, slot_request(base, r.spec.mode, item, slot))
+            if diff is not None:
+                name, was, now = diff
+                raise _refuse(source, f"{path} was made with {name} = {_show(was)}, this run asks {name} = "
+                              f"{_show(now)}; {ways_on(source)}")
+
+
+__all__ = ["REQUEST_FIELDS", "check_existing", "first_difference", "read_records", "run_request", "slot_request",
+           "ways_on"]
