@@ -3,6 +3,7 @@ the opt-in skips that the bundled models use, and the example specs that build t
 
 from __future__ import annotations
 
+import json
 import functools
 import importlib.util
 import re
@@ -170,3 +171,31 @@ def test_demo_trains_on_train_images_and_shows_the_bundled_model_on_held_out_one
     rrdb, flow, joint = (spec.steps[n] for n in ("rrdb", "flow", "joint"))
     assert rrdb.only == ["RRDB."] and flow.only == ["flowUpsamplerNet."] and joint.only is None
     assert rrdb.before == flow.after and flow.before == joint.after
+
+
+def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """README's first command, twice: the second run resumes the finished run (train.resume = "auto" in
+    demo.toml: nothing trained again) and writes the inference report again. The demo, shrunk: 6 steps, one image."""
+    val = tmp_path / "val"
+    val.mkdir()
+    import imageio.v3 as iio
+
+    iio.imwrite(val / "coffee.png", iio.imread(EXAMPLES / "images" / "val" / "coffee.png")[:64, :64, :3])
+    sets = {"run.output_dir": str(tmp_path / "demo"), "train.steps": 6, "steps.rrdb.before": 2, "steps.flow.after": 2,
+            "steps.flow.before": 4, "steps.joint.after": 4, "train.val_every": 3, "train.image_every": 3,
+            "train.checkpoint_every": 3, "train.log_every": 3, "data.train.batch_size": 2, "data.val.hq": [str(val)],
+            "infer.inputs": [str(val)], "infer.temperatures": [0.0], "infer.samples": 1, "train.tensorboard": False,
+            "run.device": "cpu"}
+    argv = [str(EXAMPLES / "demo.toml")] + [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    first = capsys.readouterr().out
+    report = tmp_path / "demo" / "infer" / "metrics.md"
+    assert "training done: 6 steps" in first and report.is_file()
+    report.write_text("stale")
+    code = cli_main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "resumed from" in out and "training done: 6 steps" in out and "1 written" in out
+    assert "PSNR" in report.read_text()  # the report written again
+    events = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "resume"] == [6]
