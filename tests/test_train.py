@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import restorekit
 import restorekit.builtins
+from restorekit.train.validation import HEADER_LINE
 from restorekit.checkpoint import read_state_dict
 from restorekit.components import (
     EncodeResult,
@@ -254,7 +255,7 @@ def test_rrdb_run_logs_validates_checkpoints_and_saves(images: Path, reg: Plugin
     assert "images/lr_sr_hr" in acc.Tags()["images"]
     grids = sorted((out / "images").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000003.png", "step_0000006.png"]
-    assert iio.imread(grids[0]).shape == (32, 3 * 32 + 2 * 2, 3)  # LR up | SR | HR
+    assert iio.imread(grids[0]).shape == (HEADER + 32, 3 * 32 + 2 * 2, 3)  # header over bicubic | SR | HR
 
     best = json.loads((out / "checkpoints" / "best.json").read_text())
     steps = [s for s, _ in checkpoint_dirs(out / "checkpoints")]
@@ -283,6 +284,9 @@ def test_bf16_autocast_gradient_checkpointing_and_ema(images: Path, reg: PluginR
 # stage switching
 
 
+HEADER = 2 * HEADER_LINE + 2  # the grid's header: the step, the column labels
+
+
 FLOW_STEPS = {"flow": {
     "networks": ["generator"],
     "optimizer": {"lr": 1e-2},
@@ -306,7 +310,7 @@ def test_trainable_only_then_unfreeze_after_steps(images: Path, reg: PluginRegis
     state = torch.load(images / "out" / "checkpoints" / "step_4" / "state.pt", weights_only=True)
     assert state["freeze"]["generator"]["mode"] == "full" and state["freeze"]["generator"]["unfrozen_at"] == 2
     grid = iio.imread(images / "out" / "images" / "step_0000004.png")
-    assert grid.shape == (16, 5 * 16 + 4 * 2, 3)  # LR | three temperatures | HR (a training crop)
+    assert grid.shape == (HEADER + 16, 5 * 16 + 4 * 2, 3)  # bicubic | three temperatures | HR (a training crop)
 
 
 def test_frozen_network_unfreezes_after_fraction(images: Path, reg: PluginRegistry) -> None:
@@ -390,7 +394,7 @@ def test_too_many_nonfinite_losses_stop_the_run(images: Path, reg: PluginRegistr
     assert [s for s, _ in checkpoint_dirs(images / "out" / "checkpoints")] == [1, 2]
     assert all(torch.isfinite(t).all() for t in weights(images, 2).values())
     assert not (images / "out" / "generator.safetensors").exists()
-    assert [r["event"] for r in records(images) if r["kind"] == "event" and r["event"] != "checkpoint"] == [
+    assert [r["event"] for r in records(images) if r["kind"] == "event" and r["event"] not in ("checkpoint", "stage")] == [
         "nonfinite", "nonfinite", "stop"]
 
 
@@ -563,3 +567,52 @@ def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(images: Path, reg: P
                                         r"\(newest step_1\); continue it with --resume"):
         run_train(images, reg, pipeline(images, val=False, train_={"steps": 2}))
     assert run_train(images, reg, pipeline(images, val=False, train_={"steps": 2, "resume": "auto"})).exit_code == 0
+
+
+def test_stages_and_schedule_freezes_are_one_line_and_one_event_each(images: Path, reg: PluginRegistry,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's recipe in miniature: cond alone, then the flow alone (cond frozen), then both."""
+    enc = {"enc": {"component": "generator", "params": {"mode": "encode"}}}
+    nll = {"nll": {"component": "direct", "params": {"key": "nll"}}}
+    steps = {
+        "cond": {"networks": ["generator"], "only": ["cond"], "before": 2, "optimizer": {"lr": 1e-2},
+                 "injectors": enc, "losses": nll},
+        "flow": {"networks": ["generator"], "only": ["flow"], "after": 2, "before": 4, "optimizer": {"lr": 1e-2},
+                 "injectors": enc, "losses": nll},
+        "joint": {"networks": ["generator"], "after": 4, "optimizer": {"lr": 1e-2}, "injectors": enc, "losses": nll},
+    }
+    data = pipeline(images, network={"component": "tinyflow"}, steps=steps, val=False,
+                    train_={"steps": 6, "image_every": 2, "image_temperatures": [0.0, 0.8]})
+    assert run_train(images, reg, data).exit_code == 0
+    events = [(r["step"], r["event"], r["message"]) for r in records(images)
+              if r.get("event") in ("stage", "freeze", "unfreeze")]
+    assert events == [
+        (0, "stage", "stage: steps.cond (networks.generator trains cond (84))"),
+        (2, "stage", "stage: steps.flow (networks.generator trains flow (84))"),
+        (2, "freeze", "networks.generator: cond (84) frozen"),
+        (2, "unfreeze", "networks.generator: flow (84) trains from now"),
+        (4, "stage", "stage: steps.joint (networks.generator trains cond (84), flow (84))"),
+        (4, "unfreeze", "networks.generator: cond (84) trains from now"),
+    ]
+    out = capsys.readouterr().out
+    for step, _, message in events:
+        assert out.count(f"[step {step}] {message}\n") == 1
+    # the grids: labelled columns and step; the one drawn before the flow trained is marked
+    g2, g4 = (iio.imread(images / "out" / "images" / f"step_000000{s}.png") for s in (2, 4))
+    assert g2.shape == (3 * HEADER_LINE + 2 + 16, 4 * 16 + 3 * 2, 3) and g4.shape == (HEADER + 16, 4 * 16 + 3 * 2, 3)
+    red = (g2[..., 0] > 150) & (g2[..., 1] < 80) & (g2[..., 2] < 80)
+    assert red[2 * HEADER_LINE:3 * HEADER_LINE].any() and not red[:2 * HEADER_LINE].any()  # "untrained" in red
+
+
+def test_grid_header_names_the_columns_and_the_step() -> None:
+    from restorekit.train.stages import Stages
+    from restorekit.train.validation import image_grid
+
+    torch.manual_seed(0)
+    net = TinyFlow()
+    lq, hq = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)
+    plain = image_grid(net, lq, hq, [0.0, 0.8], seed=1, step=150)
+    marked = image_grid(net, lq, hq, [0.0, 0.8], seed=1, step=150, untrained=["flow"])
+    assert plain.shape == (3, HEADER + 16, 4 * 16 + 3 * 2) and marked.shape[-2] == HEADER + HEADER_LINE + 16
+    assert torch.equal(plain[:, HEADER:], marked[:, HEADER + HEADER_LINE:])  # the images are the same
+    assert (plain[:, 2:HEADER] < 0.5).any() and Stages([], {"g": net}).untrained("g", 10) == []

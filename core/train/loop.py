@@ -24,6 +24,7 @@ from .logging import RunLog, Totals, progress_postfix
 from .persist import refuse_earlier_run, resume_candidates, resume_training, save_training
 from .schedules import active, apply_lr
 from .setup import amp_dtype, build_component, build_trained_network, geometry, make_optimizers
+from .stages import Stages
 from .state import TrainingState
 from .step import StepRunner, detach
 from .validation import Validation, image_grid, update_best
@@ -136,6 +137,7 @@ class Trainer:
         if resume is not None:
             self.log.event(self.state.step, "resume", f"resumed from {resume}", path=str(resume))
         self.unfreezer.describe(self.log)
+        self.stages = Stages(self.plan.steps, self.networks)
         try:
             return self._loop()
         finally:
@@ -150,6 +152,7 @@ class Trainer:
         totals = Totals()
         try:
             while st.step < self.total:
+                self.stages.update(st.step, self.log)
                 self.unfreezer.step_rules(st.step, self.log)
                 ok = self._iteration(totals)
                 st.step += 1
@@ -257,7 +260,8 @@ class Trainer:
         return update_best(self.state, metrics, self.cfg.best_metric, self.cfg.best_mode, self.source)
 
     def _images(self) -> None:
-        """Image grid LR (upscaled) | SR (per temperature for flows) | HR, to TensorBoard and a PNG."""
+        """Image grid bicubic | SR (per temperature for flows) | HR, labelled with the step, to TensorBoard and a
+        PNG; SR panels drawn before parts of the network have trained are marked."""
         if not self.ctx.main:
             return
         from ..data.io import write_image
@@ -270,7 +274,8 @@ class Trainer:
             batch = self.dataset.item(0, 0)
             lq, hq = batch["lq"][None].to(self.device), batch["hq"][None].to(self.device)
         grid: Tensor = image_grid(self.eval_model(name), lq, hq, self.cfg.image_temperatures,
-                                  (self.seed * 7919 + step) & 0x7FFFFFFFFFFFFFFF)
+                                  (self.seed * 7919 + step) & 0x7FFFFFFFFFFFFFFF, step=step,
+                                  untrained=self.stages.untrained(name, step))
         write_image(self.out / "images" / f"step_{step:07d}.png", grid)
         self.log.image(step, "images/lr_sr_hr", grid)
 

@@ -93,19 +93,26 @@ def update_best(state: TrainingState, metrics: Mapping[str, float], name: str | 
 
 
 @torch.no_grad()
-def image_grid(model: nn.Module, lq: Tensor, hq: Tensor, temperatures: Sequence[float], seed: int) -> Tensor:
-    """(3, H, W) grid: LR (bicubic to HR size) | SR (per temperature for flows, drawn with ``seed``) | HR."""
+def image_grid(model: nn.Module, lq: Tensor, hq: Tensor, temperatures: Sequence[float], seed: int, *,
+               step: int | None = None, untrained: Sequence[str] = ()) -> Tensor:
+    """(3, H, W) grid: bicubic (LR to HR size) | SR (per temperature for flows, drawn with ``seed``) | HR, under a
+    header naming each column and the ``step``. ``untrained``: parts of the network no step has trained yet; the SR
+    panels are then marked "untrained" (a flow's samples are noise until the flow trains: expected, not a bug)."""
     was = model.training
     model.eval()
     try:
         tiles = [F.interpolate(lq, size=hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)]
+        labels = ["bicubic"]
         if isinstance(model, FlowModel):
             for t in temperatures:
                 g = torch.Generator(device=lq.device).manual_seed(seed)
                 tiles.append(model.decode(lq, temperature=t, generator=g).clamp(0, 1))
+                labels.append(f"t={t:g}")
         else:
             tiles.append(model(lq).clamp(0, 1))
+            labels.append("SR")
         tiles.append(hq)
+        labels.append("HR")
     finally:
         model.train(was)
     sep = torch.ones(1, 3, hq.shape[-2], 2, device=hq.device)
@@ -114,8 +121,36 @@ def image_grid(model: nn.Module, lq: Tensor, hq: Tensor, temperatures: Sequence[
         if t.shape[-2:] != hq.shape[-2:]:
             t = F.interpolate(t.float(), size=hq.shape[-2:], mode="nearest")
         parts += [t.float(), sep]
-    grid = torch.cat(parts[:-1], dim=-1)[0].cpu()
-    return torch.nan_to_num(grid, nan=0.0)
+    grid = torch.nan_to_num(torch.cat(parts[:-1], dim=-1)[0].cpu(), nan=0.0)
+    title = f"step {step}" if step is not None else ""
+    if untrained:
+        title += f"{': ' if title else ''}{', '.join(untrained)} not trained yet"
+    marks = ["", *(["untrained"] * (len(labels) - 2) if untrained else [""] * (len(labels) - 2)), ""]
+    return with_header(grid, int(hq.shape[-1]) + 2, labels, marks, title)
 
 
-__all__ = ["Validation", "image_grid", "update_best"]
+HEADER_LINE = 12  # pixels per header text line
+
+
+def with_header(grid: Tensor, column: int, labels: Sequence[str], marks: Sequence[str], title: str) -> Tensor:
+    """``grid`` (3, H, W) under a white header: ``title`` on the first line, each column's label (every ``column``
+    pixels) on the second, its mark (red) on the third where any column has one."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    lines = 2 + (1 if any(marks) else 0)
+    w = int(grid.shape[-1])
+    img = Image.new("RGB", (w, lines * HEADER_LINE + 2), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    draw.text((2, 0), title, fill="black", font=font)
+    for i, (label, mark) in enumerate(zip(labels, marks)):
+        draw.text((i * column + 2, HEADER_LINE), label, fill="black", font=font)
+        if mark:
+            draw.text((i * column + 2, 2 * HEADER_LINE), mark, fill=(200, 0, 0), font=font)
+    import numpy as np
+
+    head = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return torch.cat([head, grid.float()], dim=-2)
+
+
+__all__ = ["Validation", "image_grid", "update_best", "with_header"]
