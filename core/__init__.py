@@ -2,7 +2,8 @@
 
 Public API (everything else is internal):
 
-* :func:`load` — a generator from a checkpoint (official SRFlow/RRDB/ESRGAN/BasicSR files or restorekit's);
+* :func:`load` — a generator from a checkpoint (official SRFlow/RRDB/ESRGAN/BasicSR files or restorekit's); its
+  ``model(lr)`` warns once (:class:`InputRangeWarning`) when ``lr`` is far outside [0, 1] (an image in 0..255);
 * :func:`load_spec`, :func:`make_plan`, :func:`run` — the pipeline (spec → plan → run);
 * :class:`PluginRegistry` — plugins from the ``restorekit.plugins`` entry points;
 * hook markers and component types for plugin authors: :data:`hookimpl`, :class:`GeneratorComponent`,
@@ -34,7 +35,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .api import load
+from .api import InputRangeWarning, load
 from .catalogue import ModelEntry
 from .builtins import state_get
 from .checkpoint import read_state_dict, save_generator
@@ -113,6 +114,7 @@ __all__ = [
     "GeneratorComponent",
     "Injector",
     "InjectorComponent",
+    "InputRangeWarning",
     "Kind",
     "Latents",
     "Loss",

@@ -69,4 +69,31 @@ def load(
     if entry is not None:
         check_loaded(entry, resolved.component.name, module, path)
     dev = resolve_device(str(device)) if device is not None else torch.device("cpu")
+    module.register_forward_pre_hook(RangeGuard())
     return module.to(dev).eval()
+
+
+class InputRangeWarning(UserWarning):
+    """``model(lr)`` got an input far outside [0, 1] (an 8-bit image in 0..255, say)."""
+
+
+class RangeGuard:
+    """A forward pre-hook: the first input far outside [0, 1] (below -0.5 or above 1.5: resampling overshoot is
+    fine) warns once per model, with the fix. A class, not a closure, so that the model still pickles."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        if self.warned or not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+            return
+        lo, hi = float(x.detach().amin()), float(x.detach().amax())
+        if lo < -0.5 or hi > 1.5:
+            self.warned = True
+            import warnings
+
+            hint = "divide by 255 (lr / 255)" if hi <= 255.5 and lo >= -0.5 else "scale it to [0, 1]"
+            warnings.warn(f"{type(module).__name__}: input values span [{lo:g}, {hi:g}], but restorekit models take "
+                          f"float images in [0, 1]; {hint} (this warning is shown once per model)",
+                          InputRangeWarning, stacklevel=3)

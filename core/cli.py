@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="flows: sampling temperatures (default 0)")
     quick.add_argument("--seed", type=int, help="seed of the random latents (default 0)")
     quick.add_argument("--tile", type=int, metavar="N", help="tiled inference, tiles of N LR pixels")
-    quick.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    quick.add_argument("--overwrite", action="store_true",
+                       help="replace existing outputs (without it, an output made by another request stops the run)")
+    quick.add_argument("--max-pixels", type=int, metavar="N",
+                       help="refuse images of more than N pixels before decoding (default 100,000,000: run.max_pixels)")
     quick.add_argument("--print-spec", action="store_true", help="print the equivalent pipeline TOML, run nothing")
     quick.add_argument("--list-models", action="store_true",
                        help="list the model catalogue: name, scale, size, cached, licence (--json too)")
@@ -131,7 +134,8 @@ def dry_run(plan: Any) -> int:
         shown = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
         ck = f", checkpoint={net.spec.checkpoint}" if net.spec.checkpoint else ""
         ck += f", model={net.spec.model}" if net.spec.model else ""
-        print(f"  {name}: {net.component.name} ({_count(module):,} parameters{ck}, trainable={net.spec.trainable})")
+        trains = f", trainable={net.spec.trainable}" if spec.run.mode == "train" else ""
+        print(f"  {name}: {net.component.name} ({_count(module):,} parameters{ck}{trains})")
         print(f"    {shown}")
         del module
     for split in ("train", "val"):
@@ -146,9 +150,17 @@ def dry_run(plan: Any) -> int:
         print(f"validator {v.name}: {v.resolved.component.name} on {v.spec.network}")
     if spec.train is not None and spec.run.mode == "train":
         print(f"train: {spec.train.steps} steps")
-    if spec.infer is not None and spec.run.mode == "infer":
+    if spec.infer is not None and spec.run.mode in ("infer", "train"):
         i = spec.infer
-        print(f"infer: mode={i.mode} inputs={', '.join(map(str, i.inputs))} temperatures={i.temperatures}")
+        when = " (after training)" if spec.run.mode == "train" else ""
+        shown = f"infer{when}: network={i.network} mode={i.mode} inputs={', '.join(map(str, i.inputs))}"
+        if i.mode != "sr" or plan.networks[i.network].component.flow is not False:
+            shown += f" temperatures={i.temperatures}"
+        if i.mode in ("sample", "feed_through"):
+            shown += f" samples={i.samples}"
+        if i.tile is not None:
+            shown += f" tile={i.tile.size} overlap={i.tile.overlap}"
+        print(shown + f" overwrite={str(i.overwrite).lower()}")
     return 0
 
 
@@ -157,6 +169,7 @@ def _quick_flags(args: argparse.Namespace) -> list[str]:
     given = [("--input", args.inputs is not None), ("--model", bool(args.model)), ("--output", args.output is not None),
              ("--temperature", args.temperatures is not None), ("--samples", args.samples is not None),
              ("--seed", args.seed is not None), ("--tile", args.tile is not None), ("--overwrite", args.overwrite),
+             ("--max-pixels", args.max_pixels is not None),
              ("--print-spec", args.print_spec)]
     return [flag for flag, on in given if on]
 
@@ -181,6 +194,7 @@ def _quick(args: argparse.Namespace) -> int:
     opts = QuickOptions(
         inputs=args.inputs, model=models[0] if models else None, output=args.output, temperatures=args.temperatures,
         samples=args.samples, seed=args.seed, tile=args.tile, device=args.device, overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
     )
     with quiet_downloads(args.quiet):
         return run_quick(opts, _registry(args), print_spec=args.print_spec, argv=args.argv)
@@ -268,7 +282,7 @@ _MODES: dict[str, tuple[str, set[str]]] = {
     "options": ("--options", {"json"}),
     "list_models": ("--list-models", {"json"}),
     "inputs": ("--input", {"model", "output", "temperatures", "samples", "seed", "tile", "overwrite", "print_spec",
-                           "device", "quiet"}),
+                           "device", "quiet", "max_pixels"}),
     "pipeline": ("a pipeline file", {"overrides", "dry_run", "device", "resume", "quiet"}),
 }
 

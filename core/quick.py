@@ -40,6 +40,7 @@ class QuickOptions:
     tile: int | None = None
     device: str | None = None
     overwrite: bool = False
+    max_pixels: int | None = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -75,6 +76,8 @@ def _check_numbers(opts: QuickOptions) -> None:
         raise UserError(f"--samples: must be at least 1 (got {opts.samples})")
     if opts.tile is not None and opts.tile < 16:
         raise UserError(f"--tile: must be at least 16 LR pixels (got {opts.tile}; tiles overlap by 8)")
+    if opts.max_pixels is not None and opts.max_pixels < 1:
+        raise UserError(f"--max-pixels: must be at least 1 (got {opts.max_pixels})")
     if opts.seed is not None and opts.seed < 0:
         raise UserError(f"--seed: must be >= 0 (got {opts.seed})")
     dev = opts.device
@@ -153,8 +156,12 @@ def build_spec_data(opts: QuickOptions, registry: Any, *, for_this_machine: bool
             infer["overwrite"] = True
         if opts.tile is not None:
             infer["tile"] = {"size": opts.tile, "overlap": 8}
+        run: dict[str, Any] = {"mode": "infer", "seed": opts.seed or 0, "device": opts.device or "auto",
+                               "output_dir": str(out)}
+        if opts.max_pixels is not None:
+            run["max_pixels"] = opts.max_pixels
         return {
-            "run": {"mode": "infer", "seed": opts.seed or 0, "device": opts.device or "auto", "output_dir": str(out)},
+            "run": run,
             "networks": {"generator": network},
             "infer": infer,
         }

@@ -64,7 +64,18 @@ def test_dry_run_prints_plan_with_parameter_counts(tmp_path: Path, capsys) -> No
     expected = (27 * nf + nf) + 3 * rdb + (2 + 1) * (9 * nf * nf + nf) + (27 * nf + 3)
     assert f"generator: rrdb ({expected:,} parameters" in out
     assert "device: cpu" in out and "mode: infer" in out and "rrdb" in out
+    assert "trainable" not in out  # an inference run trains nothing
+    assert "infer: network=generator mode=sr inputs=" in out and "samples" not in out and "overwrite=false" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_of_a_flow_shows_samples_and_tile_and_training_shows_trainable(capsys) -> None:
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+    code, out, err = run_cli([str(demo), "--dry-run", "--set", "infer.tile={size = 32}"], capsys)
+    assert code == 0, err
+    assert "trainable=True" in out and "bundled: srflow" in out and "trainable=False" in out
+    assert ("infer (after training): network=bundled mode=sample" in out and "temperatures=[0.0, 0.5, 0.8] samples=2 "
+            "tile=32 overlap=8 overwrite=true" in out)
 
 
 def test_set_overrides_reach_the_plan(tmp_path: Path, capsys) -> None:

@@ -326,8 +326,11 @@ def test_restore_with_input_is_hr_reports_metrics(tmp_path: Path, fakes: FakePlu
     p = pipeline(tmp_path, {"inputs": ["hr"], "mode": "restore", "temperatures": [1.0], "input_is_hr": True,
                             "output_dir": "out"})
     assert run([p], capsys)[0] == 0
-    rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
-    assert [r["output"] for r in rows] == ["bicubic", "restored t=1"]
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert [r["output"] for r in data["rows"]] == ["bicubic", "restored t=1"] and data["reference"] == "input"
+    md = (tmp_path / "out" / "metrics.md").read_text()
+    assert "against the input images (restore mode: each degraded input is the reference" in md
+    assert "HR images" not in md and "bicubic, the outputs (first sample per temperature), the input." in md
 
 
 def test_latent_transfer_crops_the_reference(tmp_path: Path, fakes: FakePlugin, capsys) -> None:

@@ -90,3 +90,25 @@ def test_import_restorekit_has_no_side_effects() -> None:
             "assert 'restorekit_rrdb' not in sys.modules and 'restorekit_srflow' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok" and out.stderr == "", out.stderr
+
+
+def test_an_input_in_0_255_warns_once_with_the_fix() -> None:
+    import pickle
+    import warnings
+
+    import torch
+
+    model = restorekit.load("bundled-rrdb-x4")
+    lr = torch.rand(1, 3, 8, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        good = model(lr)
+        assert caught == []  # [0, 1]: silent
+        model(lr * 255)
+        model(lr * 255)
+        model(lr * 1.2 - 0.1)  # resampling overshoot is not a mistake
+    (w,) = caught
+    assert issubclass(w.category, restorekit.InputRangeWarning)
+    assert "take float images in [0, 1]; divide by 255 (lr / 255)" in str(w.message)
+    assert torch.equal(model(lr), good)  # the guard changes nothing
+    assert isinstance(pickle.loads(pickle.dumps(model)), torch.nn.Module)  # and the model still pickles

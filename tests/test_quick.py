@@ -195,3 +195,18 @@ def test_to_toml_writes_valid_toml_for_awkward_values() -> None:
     data = {"a": {"s": 'quote " and \\ and é', "f": 1e-05, "g": 2.0, "l": [0.0, 0.5], "b": False,
                   "sub": {"k": 1}}, "weird key": {"x": "y"}}
     assert tomllib.loads(to_toml(data, ["header"])) == data
+
+
+def test_max_pixels_raises_the_limit_the_message_names(tmp_path: Path, rrdb_ckpt, sample_png, registry,
+                                                       capsys) -> None:
+    img = sample_png(size=16)
+    base = ["--model", str(rrdb_ckpt[0]), "--input", str(img), "--output", str(tmp_path / "o")]
+    code, out, _ = run(base + ["--max-pixels", "255"], registry, capsys)
+    assert code == 1 and "over the limit of 255 (run.max_pixels); not decoded" in out
+    assert "--max-pixels 256 (restore-run --input), --set run.max_pixels=256 (a pipeline)" in out
+    code, out, err = run(base + ["--max-pixels", "256"], registry, capsys)
+    assert code == 0 and "1 written" in out, err
+    code, out, _ = run(base + ["--max-pixels", "256", "--print-spec"], registry, capsys)
+    assert "max_pixels = 256" in out
+    code, _, err = run(base + ["--max-pixels", "0"], registry, capsys)
+    assert code == 2 and "--max-pixels: must be at least 1 (got 0)" in err

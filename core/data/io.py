@@ -261,7 +261,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     if max_pixels is not None and header.pixels > max_pixels:
         raise ImageTooLarge(
             f"{p}: {header.width}x{header.height} = {header.pixels:,} pixels, over the limit of {max_pixels:,} "
-            "(run.max_pixels); not decoded"
+            f"(run.max_pixels); not decoded; if you trust the file, raise the limit: --max-pixels {header.pixels} "
+            f"(restore-run --input), --set run.max_pixels={header.pixels} (a pipeline)"
         )
     notes: list[str] = []
     try:

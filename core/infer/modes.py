@@ -114,7 +114,8 @@ class Runner:
         if spec.reference is not None and uses_reference:
             self._encode_reference(spec.reference)
         self.decode = flow_decoder(self.model) if self.flow else None
-        trained = self.model if networks is not None and net_name in networks else None
+        optimised = any(net_name in sp.spec.networks for sp in plan.steps)  # else its weights are the plan's
+        trained = self.model if networks is not None and net_name in networks and optimised else None
         self.request = run_request(self, trained)  # what every output's record says made it (.records)
 
     def prepare(self, item: Any, todo: list[tuple[Slot, Path]]) -> Prepared:

@@ -55,6 +55,8 @@ class Reports:
     """Metric rows and comparison-grid rows collected during a run (``input_is_hr`` only)."""
 
     border: int
+    restore: bool = False
+    """restore mode: the reference is each degraded input itself (there is no clean HR image)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     grid: list[np.ndarray] = field(default_factory=list)
 
@@ -80,10 +82,16 @@ class Reports:
         if not self.rows:
             return []
         means = self.means()
+        if self.restore:
+            head = ("against the input images (restore mode: each degraded input is the reference, there is no "
+                    "clean HR image; the numbers say how far each output moved from its input, not how good it is)")
+            last = "the input"
+        else:
+            head, last = "against the HR images", "HR"
         md = [
-            f"# PSNR / SSIM against the HR images (border {self.border} px cropped; Y = BT.601 luma)",
+            f"# PSNR / SSIM {head} (border {self.border} px cropped; Y = BT.601 luma)",
             "",
-            "Columns of comparison.png, left to right: bicubic, the outputs (first sample per temperature), HR.",
+            f"Columns of comparison.png, left to right: bicubic, the outputs (first sample per temperature), {last}.",
             "",
             "| image | output | PSNR RGB (dB) | PSNR Y (dB) | SSIM RGB | SSIM Y |",
             "|---|---|---|---|---|---|",
@@ -99,6 +107,7 @@ class Reports:
         atomic_text(paths[0], "\n".join(md) + "\n", root=out_dir)
         data = {
             "border": self.border,
+            "reference": "input" if self.restore else "hr",
             "rows": [{k: (_json_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in self.rows],
             "mean": {lbl: {k: _json_num(v) for k, v in m.items()} for lbl, m in means.items()},
         }

@@ -106,7 +106,8 @@ class OutputSink:
     def __init__(self, runner: Runner) -> None:
         self.r = runner
         self.summary = InferSummary(exit_code=0, output_dir=runner.out_dir)
-        self.reports = Reports(border=runner.scale) if runner.reports_on else None
+        self.reports = (Reports(border=runner.scale, restore=runner.spec.mode == "restore") if runner.reports_on
+                        else None)
         self.records: dict[str, dict[str, Any]] = {}
         self.gif_slot = next((sl for sl in runner.slots if sl.kind == "gif"), None)
 
