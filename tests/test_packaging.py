@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,9 +21,21 @@ def _pip(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
+# what a build needs of a project; a copy under tmp_path keeps setuptools' build/ and *.egg-info out of the tree
+_NOT_BUILT = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+                                    ".hypothesis", "runs", "tests", "benchmarks")
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(src, dest, ignore=_NOT_BUILT))
+
+
 def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
-    result = _pip("wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(tmp_path))
+    src = _copy(ROOT, tmp_path / "src")
+    had_build = (ROOT / "build").exists()
+    result = _pip("wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (ROOT / "build").exists() == had_build  # built in the copy: nothing left in the tree
     (wheel,) = tmp_path.glob("restorekit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -39,11 +52,14 @@ def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
 def test_third_party_plugin_installs_and_runs_without_touching_restorekit(tmp_path: Path, sample_png) -> None:
     """pip-install examples/third_party_plugin (into a target folder on PYTHONPATH) and run a pipeline."""
     site = tmp_path / "site"
+    plugin_build = ROOT / "examples" / "third_party_plugin" / "build"
+    had_build = plugin_build.exists()
     result = _pip(
         "install", "--no-deps", "--no-build-isolation", "--target", str(site),
-        str(ROOT / "examples" / "third_party_plugin"),
+        str(_copy(ROOT / "examples" / "third_party_plugin", tmp_path / "plugin_src")),
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert plugin_build.exists() == had_build
     img = sample_png("chelsea", size=24, folder=tmp_path / "in")
     pipeline = tmp_path / "pipeline.toml"
     pipeline.write_text(
@@ -67,3 +83,4 @@ def test_third_party_plugin_installs_and_runs_without_touching_restorekit(tmp_pa
     out = iio.imread(tmp_path / "out" / "infer" / "chelsea.png")
     assert out.shape == (72, 72, 3)
     assert img.is_file()
+
