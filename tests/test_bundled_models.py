@@ -199,3 +199,18 @@ def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "PSNR" in report.read_text()  # the report written again
     events = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e.get("event") == "resume"] == [6]
+
+
+def test_the_bundled_flow_inverts_exactly_in_float64_and_to_rounding_on_most_float32_pixels() -> None:
+    """docs/srflow.md's round-trip numbers, on a held-out crop: float64 exact, float32 within 1e-6 on camera.png."""
+    from restorekit.data.io import read_image
+    from restorekit.data.resize import downsample
+
+    model = restorekit.load("bundled-srflow-x4")
+    hr = read_image(EXAMPLES / "images" / "val" / "camera.png").rgb[None, :, :96, :96].float()
+    lr = downsample(hr, 4, "bicubic")
+    with torch.no_grad():
+        err32 = (model.decode(lr, model.encode(hr, lr).latents) - hr).abs().max().item()
+        m64 = model.double()
+        err64 = (m64.decode(lr.double(), m64.encode(hr.double(), lr.double()).latents) - hr.double()).abs().max().item()
+    assert err32 < 1e-6 and err64 < 1e-8
