@@ -294,6 +294,86 @@ def test_mirrors_are_tried_in_order(server: Server, home: Path, official: bytes)
     assert [p for p, _ in server.requests] == ["/missing.pth", "/official.pth"]
 
 
+def _zip(**members: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_a_dead_release_falls_back_to_a_single_file_mirror(server: Server, home: Path, official: bytes,
+                                                           registry) -> None:
+    """The official zip answers 404 (as SRFlow's has since 2024): the first mirror that answers wins."""
+    e = entry(urls=[server.url("/release.zip")], member="pretrained_models/official.pth", mirrors=[
+        {"url": server.url("/gone.pth")},
+        {"url": server.add("/drive/download", official), "origin": "a copy someone posted"},
+        {"url": server.add("/later.pth", b"never asked")},
+    ])
+    path = cat.fetch(e)
+    assert path == home / "models" / "tiny-rrdb" / "official.pth" and path.read_bytes() == official
+    assert [p for p, _ in server.requests] == ["/release.zip", "/gone.pth", "/drive/download"]
+    assert cat.read_record(path) == sha(official)
+    # loaded by name: the parameter count of the entry is checked as for any source
+    net = restorekit.load("tiny-rrdb", catalogue=catalogue_file(home.parent, e), registry=registry)
+    assert cat.count_parameters(net) == RRDB_PARAMS and len(server.requests) == 3  # the cache: no request
+
+
+def test_a_mirror_can_be_a_zip_member(server: Server, home: Path, official: bytes) -> None:
+    url = server.add("/mirror/download", _zip(**{"copy/official.pth": official, "copy/other.pth": b"x"}))
+    e = entry(urls=[server.url("/release.zip")], member="pretrained_models/official.pth",
+              mirrors=[{"url": url, "member": "official.pth", "sha256": sha(_zip(**{"copy/official.pth": official,
+                                                                                    "copy/other.pth": b"x"}))}])
+    assert cat.fetch(e).read_bytes() == official
+    assert cat.mirror_archive_path(url).is_file() and cat.mirror_archive_path(url).name.endswith("-download")
+
+
+def test_a_mirror_with_the_wrong_weights_passes_to_the_next(server: Server, home: Path, official: bytes) -> None:
+    e = entry(weights_sha256=sha(official), file="official.pth", mirrors=[
+        {"url": server.add("/wrong.pth", b"not the weights")},
+        {"url": server.add("/right.pth", official)},
+    ])
+    assert cat.fetch(e).read_bytes() == official
+    assert [p for p, _ in server.requests] == ["/wrong.pth", "/right.pth"]
+    # a later use checks the cached file against weights_sha256 too
+    cat.model_path(e).write_bytes(b"tampered")
+    with pytest.raises(UserError, match="does not match the published"):
+        cat.fetch(e)
+
+
+def test_no_source_delivering_is_one_line_naming_each_and_the_place_by_hand(server: Server, home: Path) -> None:
+    e = entry(urls=[server.url("/release.zip")], member="pretrained_models/official.pth", mirrors=[
+        {"url": server.add("/page", b"<html>sign in</html>", "text/html")},
+        {"url": server.url("/gone.pth")},
+    ])
+    with pytest.raises(UserError) as info:
+        cat.fetch(e)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("model 'tiny-rrdb': none of its 3 sources delivered the weights: (1) ")
+    assert "/release.zip: HTTP 404" in msg and "(2) " in msg and "a web page" in msg and "(3) " in msg
+    assert msg.endswith(f"put it at {cat.model_path(e)}") and msg.count("by hand") == 1
+    assert not cat.model_path(e).exists()
+
+
+def test_mirror_fields_are_checked() -> None:
+    with pytest.raises(Exception, match="only http, https and file URLs"):
+        entry(mirrors=[{"url": "ftp://x/y.pth"}])
+    with pytest.raises(Exception, match="a mirror has its own"):
+        entry(member="a.pth", mirrors=[{"url": "http://127.0.0.1:9/a.zip"}])
+    assert entry(mirrors=[{"url": "http://127.0.0.1:9/dl?id=1"}], file="w.pth").filename == "w.pth"
+
+
+def test_the_srflow_entries_list_their_mirrors_and_say_where_they_come_from() -> None:
+    entries = cat.load_catalogue()
+    for name, file_id in (("srflow-df2k-4x", "1IGiAudmkQibuUMhADDEC9NEfECsEhoSJ"),
+                          ("srflow-rrdb-df2k-4x", "11yA6cIHpagTr9q0bL3bY9Qif4JSqupIf")):
+        (m,) = entries[name].mirrors
+        assert f"id={file_id}" in m.url and m.member is None and "liyuantsao/BFSR" in m.origin
+        assert [s.urls[0] for s in cat.sources(entries[name])] == [entries[name].urls[0], m.url]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert "1IGiAudmkQibuUMhADDEC9NEfECsEhoSJ" in docs and "yhjo09/SRFlow-DA" in docs and "OneDrive" in docs
+
+
 def test_a_web_page_instead_of_the_file_is_refused(server: Server, home: Path) -> None:
     e = entry(urls=[server.add("/uc", b"<html>confirm</html>", "text/html; charset=utf-8")], file="x.pth")
     with pytest.raises(UserError, match="the server sent a web page, not the file"):

@@ -118,7 +118,7 @@ def test_the_one_command_form_names_its_flags_and_new_names_go_beside(tmp_path: 
     assert code == 0, err
     code, _, err = run(["--model", a, *base, "--tile", "16"], registry, capsys)
     assert code == 2 and "was made with tile = (not recorded), this run asks tile = " in err
-    assert "pass --overwrite to replace them, or choose another --output folder" in err
+    assert "pass --overwrite to replace existing outputs, or choose another --output folder" in err
     code, _, err = run(["--model", b, *base], registry, capsys)
     assert code == 2 and "was made with checkpoint = " in err
     saved = a.read_bytes()

@@ -17,11 +17,23 @@ after loading), ``cache`` (cache folder, file locations, :func:`fetch`), ``downl
 from __future__ import annotations
 
 from .archive import extract_member
-from .cache import ENV_HOME, archive_path, bundled_dir, cache_dir, fetch, is_cached, model_path
+from .cache import (
+    ENV_HOME,
+    Source,
+    archive_path,
+    bundled_dir,
+    cache_dir,
+    fetch,
+    is_cached,
+    mirror_archive_path,
+    model_path,
+    sources,
+)
 from .download import CHUNK, TIMEOUT_S, download, quiet_downloads
 from .entries import (
     ENV_CATALOGUE,
     HOOK,
+    Mirror,
     ModelEntry,
     check_component,
     check_loaded,
@@ -40,8 +52,10 @@ __all__ = [
     "ENV_CATALOGUE",
     "ENV_HOME",
     "HOOK",
+    "Mirror",
     "ModelEntry",
     "TIMEOUT_S",
+    "Source",
     "archive_path",
     "bundled_dir",
     "cache_dir",
@@ -57,6 +71,7 @@ __all__ = [
     "load_catalogue",
     "looks_like_name",
     "lookup",
+    "mirror_archive_path",
     "model_path",
     "packaged_catalogue_path",
     "quiet_downloads",
@@ -65,6 +80,7 @@ __all__ = [
     "record_path",
     "sha256_file",
     "size_of",
+    "sources",
     "verify",
     "write_record",
 ]

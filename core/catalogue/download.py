@@ -121,7 +121,8 @@ def download(
     the sha256 of the file; every failure is one :class:`UserError` line."""
     part = dest.with_name(dest.name + ".part")
     ensure_dir(dest.parent, "model cache")
-    hint = hand_hint or f"download it by hand and put it at {dest}"
+    hint = hand_hint if hand_hint is not None else f"download it by hand and put it at {dest}"
+    again = f"run again or {hint}" if hint else "run again"
     reasons: list[str] = []
     for url in urls:
         tries = 0
@@ -138,15 +139,15 @@ def download(
             got = part.stat().st_size
             if size is not None and got != size:
                 part.unlink(missing_ok=True)
-                raise UserError(f"{url}: downloaded {got:,} bytes, expected {size:,}: deleted; run again or {hint}")
+                raise UserError(f"{url}: downloaded {got:,} bytes, expected {size:,}: deleted; {again}")
             if sha256 is not None and digest != sha256:
                 part.unlink(missing_ok=True)
                 raise UserError(
-                    f"{url}: wrong sha256 {digest} (expected {sha256}): download deleted; run again or {hint}"
+                    f"{url}: wrong sha256 {digest} (expected {sha256}): download deleted; {again}"
                 )
             os.replace(part, dest)
             write_record(dest, digest)
             return digest
     more = f" [+{len(reasons) - 1} mirror(s) failed too]" if len(reasons) > 1 else ""
-    raise UserError(f"cannot download {reasons[0]}{more}; {hint}")
+    raise UserError(f"cannot download {reasons[0]}{more}" + (f"; {hint}" if hint else ""))
 

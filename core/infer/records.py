@@ -120,8 +120,8 @@ def _show(v: Any) -> str:
 def ways_on(source: str) -> str:
     """The two ways on, in the words of a one-command run or of a pipeline."""
     if source == QUICK_SOURCE:
-        return "pass --overwrite to replace them, or choose another --output folder"
-    return "set infer.overwrite = true to replace them, or choose another infer.output_dir"
+        return "pass --overwrite to replace existing outputs, or choose another --output folder"
+    return "set infer.overwrite = true to replace existing outputs, or choose another infer.output_dir"
 
 
 def _refuse(source: str, message: str) -> UserError:
