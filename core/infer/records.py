@@ -79,7 +79,9 @@ def read_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not out_dir.is_dir():
         return records
-    for path in sorted(out_dir.glob("samples*.json")):
+    for path in [out_dir / "samples.json", *sorted(out_dir.glob("samples.rank*.json"))]:
+        if not path.is_file():
+            continue
         try:
             outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", {})
         except (OSError, ValueError, AttributeError):
