@@ -253,3 +253,18 @@ def write_lpips_weights(trunk: Path, linear: Path, seed: int = 3) -> dict[str, d
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(sd, path)
     return {"trunk": t, "lin": lin}
+
+
+# ----------------------------------------------------------------------------------------------------
+# packaging
+
+_NOT_BUILT = ("build", "*.egg-info", ".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "tests",
+              "benchmarks")
+
+
+def build_copy(src: Path, dest: Path) -> Path:
+    """A copy of the project at ``src`` to build from (pip wheel/install): setuptools writes build/ and *.egg-info
+    beside the sources, so building the copy under tmp_path leaves nothing in the repository."""
+    import shutil
+
+    return Path(shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*_NOT_BUILT)))

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fakes import build_copy
 
 pytest.importorskip("restorekit_hcflow", reason="restorekit-hcflow is not installed (pip install -e plugins/hcflow)")
 
@@ -18,12 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_plugin_wheel_holds_only_its_package_and_its_entry_point(tmp_path: Path) -> None:
+    src = build_copy(ROOT / "plugins" / "hcflow", tmp_path / "src")  # nothing built in the tree
+    had_build = (ROOT / "plugins" / "hcflow" / "build").exists()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", str(ROOT / "plugins" / "hcflow"),
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", str(src),
          "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (ROOT / "plugins" / "hcflow" / "build").exists() == had_build
     (wheel,) = tmp_path.glob("restorekit_hcflow-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info" not in n.split("/")[0]} == {"restorekit_hcflow"}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from fakes import build_copy
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,17 +22,8 @@ def _pip(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-# what a build needs of a project; a copy under tmp_path keeps setuptools' build/ and *.egg-info out of the tree
-_NOT_BUILT = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache",
-                                    ".hypothesis", "runs", "tests", "benchmarks")
-
-
-def _copy(src: Path, dest: Path) -> Path:
-    return Path(shutil.copytree(src, dest, ignore=_NOT_BUILT))
-
-
 def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
-    src = _copy(ROOT, tmp_path / "src")
+    src = build_copy(ROOT, tmp_path / "src")
     had_build = (ROOT / "build").exists()
     result = _pip("wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -56,7 +48,7 @@ def test_third_party_plugin_installs_and_runs_without_touching_restorekit(tmp_pa
     had_build = plugin_build.exists()
     result = _pip(
         "install", "--no-deps", "--no-build-isolation", "--target", str(site),
-        str(_copy(ROOT / "examples" / "third_party_plugin", tmp_path / "plugin_src")),
+        str(build_copy(ROOT / "examples" / "third_party_plugin", tmp_path / "plugin_src")),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert plugin_build.exists() == had_build
