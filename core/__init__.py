@@ -7,7 +7,8 @@ Public API (everything else is internal):
 * :func:`load_spec`, :func:`make_plan`, :func:`run` — the pipeline (spec → plan → run);
 * :class:`PluginRegistry` — plugins from the ``restorekit.plugins`` entry points;
 * hook markers and component types for plugin authors: :data:`hookimpl`, :class:`GeneratorComponent`,
-  :class:`InjectorComponent`, :class:`LossComponent`, :class:`ValidatorComponent`, :class:`Params`;
+  :class:`InjectorComponent`, :class:`LossComponent`, :class:`ValidatorComponent`, :class:`Params`, and
+  :class:`Switches` (the fast paths a generator declares);
 * params bases :class:`Params`, :class:`NoParams`, :class:`PresetParams`; type aliases :data:`StateDict`,
   :data:`State`, :data:`Kind`;
 * runtime protocols: :class:`SRModel`, :class:`FlowModel`, :class:`EncodeResult`, :class:`Injector`, :class:`Loss`,
@@ -58,6 +59,7 @@ from .components import (
     SRSamples,
     State,
     StateDict,
+    Switches,
     ValidationContext,
     ValidationResult,
     Validator,
@@ -131,6 +133,7 @@ __all__ = [
     "Sample",
     "State",
     "StateDict",
+    "Switches",
     "Temperature",
     "UserError",
     "ValidationContext",

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .catalogue import check_component, check_loaded, fetch, load_catalogue, lookup, looks_like_name
-from .checkpoint import read_state_dict, restorekit_metadata
+from .catalogue import load_catalogue, looks_like_name
 from .errors import UserError
-from .plan import detect_generator, generator_params, load_weights, resolve_device
+from .perf import PROBE_SIDE, choose_layout, fast_inference
+from .plan import ResolvedGenerator, build_generator, resolve_device, resolve_generator
 from .registry import PluginRegistry
 
 
@@ -25,6 +25,7 @@ def load(
     strict: bool = True,
     registry: PluginRegistry | None = None,
     catalogue: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    fast: bool = True,
     **params: Any,
 ) -> nn.Module:
     """Load a generator from a checkpoint file or a catalogue name, ready for inference (eval mode).
@@ -36,41 +37,50 @@ def load(
     tensors' names by the installed plugins. Architecture params are read off the tensors where possible;
     ``preset`` and keyword ``params`` fill in or override them (a mismatch with the file is an error).
     The result maps a float32 (B,C,h,w) batch in [0,1] to the SR batch: ``model(lr)``.
+
+    ``fast`` (default): the inference fast paths ``restore-run`` uses — the generator's declared switches
+    (:class:`restorekit.Switches`) and the memory layout a probe finds faster (:func:`restorekit.perf.choose_layout`;
+    feed channels_last input with ``restorekit.perf.in_layout`` when it chose that). The same seed gives the same
+    pixels as ``restore-run``. ``fast=False``: the network as built (NCHW, no switches).
     """
     if isinstance(checkpoint, str) and not checkpoint.strip():
         raise UserError("empty model name: give a catalogue name (restore-run --list-models) or a checkpoint file")
-    path = Path(checkpoint)
     registry = registry or PluginRegistry.load()
-    entry = None
-    if not path.exists() and isinstance(checkpoint, str) and looks_like_name(checkpoint):
-        entry = lookup(checkpoint, load_catalogue(catalogue, registry=registry), where=f"{checkpoint}: not a file")
-        if component is not None and component != entry.component:
-            raise UserError(f"{checkpoint}: catalogue entry is a {entry.component!r} model, not {component!r}")
-        if entry.component not in registry.names("generator"):  # before downloading anything
-            raise UserError(f"{checkpoint}: catalogue entry needs the generator {entry.component!r}, which no installed "
-                            "plugin provides (restore-run --list-plugins)")
-        path = fetch(entry)
-        preset = preset if preset is not None else entry.preset
-        params = {**entry.params, **params}
-    sd = read_state_dict(path)
-    meta_component, file_params = restorekit_metadata(path)
-    name = component or meta_component
-    resolved = registry.get("generator", name) if name else detect_generator(registry, sd, str(path))
-    if entry is not None:
-        check_component(entry, resolved.component.name, path)
-    if meta_component is not None and resolved.component.name != meta_component:
-        file_params = {}
-    parsed = generator_params(
-        resolved, params=params, preset=preset, state_dict=sd, file_params=file_params,
-        source=str(path), where="params",
-    )
-    module: nn.Module = resolved.component.build(parsed)
-    load_weights(module, resolved.component, parsed, sd, strict=strict, source=str(path))  # type: ignore[arg-type]
-    if entry is not None:
-        check_loaded(entry, resolved.component.name, module, path)
+    gen = resolve(checkpoint, registry=registry, component=component, preset=preset, catalogue=catalogue, **params)
     dev = resolve_device(str(device)) if device is not None else torch.device("cpu")
+    module = build_generator(gen, strict=strict, device=dev).eval()
+    if fast:
+        fast_inference(module, gen.component.switches)
+        probe = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, generator=torch.Generator().manual_seed(0)).to(dev)
+        try:
+            with torch.no_grad():  # not inference_mode: the weights must stay usable for training
+                choose_layout(module, probe)
+        except (RuntimeError, ValueError, UserError):  # a network that cannot run the probe keeps NCHW
+            pass
     module.register_forward_pre_hook(RangeGuard())
-    return module.to(dev).eval()
+    return module
+
+
+def resolve(
+    checkpoint: str | os.PathLike[str],
+    *,
+    registry: PluginRegistry,
+    component: str | None = None,
+    preset: str | None = None,
+    catalogue: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    **params: Any,
+) -> ResolvedGenerator:
+    """Which generator, params and weights file :func:`load` would build (headers read, tensors not): a file
+    path, or a catalogue name when no such file exists. ``.path`` and ``.entry`` say where the weights come
+    from."""
+    text = str(checkpoint)
+    is_name = not Path(checkpoint).exists() and isinstance(checkpoint, str) and looks_like_name(checkpoint)
+    if is_name:
+        entries = load_catalogue(catalogue, registry=registry)
+        return resolve_generator(registry, model=text, component=component, preset=preset, params=params,
+                                 catalogue=entries, source=text)
+    return resolve_generator(registry, checkpoint=checkpoint, component=component, preset=preset, params=params,
+                             source=text)
 
 
 class InputRangeWarning(UserWarning):

@@ -40,9 +40,9 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def canonicalize_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, Tensor]:
-    """Unwrap ``params_ema``/``params``/``state_dict``/... wrappers, strip ``module.`` prefixes and cast
-    floating tensors to float32. Raises :class:`UserError` if no state dict is found."""
+def canonicalize_state_dict(obj: Any, *, source: str = "checkpoint", cast: bool = True) -> dict[str, Tensor]:
+    """Unwrap ``params_ema``/``params``/``state_dict``/... wrappers, strip ``module.`` prefixes and (``cast``)
+    cast floating tensors to float32. Raises :class:`UserError` if no state dict is found."""
     seen = 0
     while not _is_state_dict(obj) and isinstance(obj, Mapping) and seen < 4:
         inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
@@ -54,29 +54,50 @@ def canonicalize_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str
     out: dict[str, Tensor] = {}
     for key, value in obj.items():
         name = key[len("module.") :] if key.startswith("module.") else key
-        out[name] = value.float() if value.is_floating_point() else value
+        out[name] = value.float() if cast and value.is_floating_point() else value
     return out
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+def read_state_dict(path: str | os.PathLike[str], *, header_only: bool = False) -> dict[str, Tensor]:
     """Read a ``.pth``/``.pt``/``.ckpt`` (``torch.load(weights_only=True)``) or ``.safetensors`` file.
 
-    Pickles that would execute code are refused. Floating tensors come back as float32.
+    Pickles that would execute code are refused. Floating tensors come back as float32. ``header_only``: the
+    names and shapes only, as tensors on the meta device (safetensors: the header; other files:
+    ``torch.load(mmap=True)``, which maps the file without reading the tensors) — what detecting a component and
+    reading params off the shapes need.
     """
     p = Path(path)
     if not p.is_file():
         raise UnreadableCheckpoint(f"{p}: checkpoint file not found")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
-            raw: Any = load_file(str(p))
+            if not header_only:
+                raw: Any = load_file(str(p))
+            else:
+                with safe_open(str(p), framework="pt") as f:
+                    raw = {k: _meta(f.get_slice(k).get_shape(), f.get_slice(k).get_dtype()) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise UnreadableCheckpoint(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
     else:
-        raw = safe_torch_load(p)
-    return canonicalize_state_dict(raw, source=str(p))
+        raw = safe_torch_load(p, mmap=header_only)
+    sd = canonicalize_state_dict(raw, source=str(p), cast=not header_only)
+    return {k: torch.empty(v.shape, dtype=_float32(v.dtype), device="meta") for k, v in sd.items()} if header_only else sd
+
+
+def _float32(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype.is_floating_point else dtype
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _meta(shape: list[int], dtype: str) -> Tensor:
+    return torch.empty(shape, dtype=_SAFETENSORS_DTYPES.get(dtype, torch.float32), device="meta")
 
 
 class UnreadableCheckpoint(UserError):
@@ -90,7 +111,7 @@ class UnsafeCheckpoint(UserError):
 _GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
-def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+def safe_torch_load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU with one-line errors naming the file.
 
     A pickle that would call anything beyond plain tensors and containers raises :class:`UnsafeCheckpoint`
@@ -99,6 +120,8 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """
     p = Path(path)
     try:
+        if mmap and zipfile.is_zipfile(p):  # mmap needs the zip format; an old-style file is read whole
+            return torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         m = _GLOBAL.search(str(exc))

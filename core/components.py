@@ -110,6 +110,21 @@ class GeneratorComponent(Component[P]):
     params_from_state_dict: Callable[[StateDict], dict[str, Any]] | None = None
     convert_state_dict: Callable[[StateDict, Any], dict[str, Tensor]] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    switches: "Switches" = field(default_factory=lambda: Switches())
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The fast paths a generator offers: names of boolean attributes of its modules (off as built) that compute
+    the same function with less memory or arithmetic. restorekit sets ``inference`` for ``restore-run`` and
+    ``restorekit.load(fast=True)``, ``training`` when it trains the network; a name missing from both is never
+    touched (the plugin's own opt-in). ``frozen_in_training``: the parameter-name prefixes the generator's usual
+    schedule keeps frozen (SRFlow's conditional RRDB in stage 2), which ``restore-run --benchmark --train``
+    freezes for its ``train`` row."""
+
+    inference: tuple[str, ...] = ()
+    training: tuple[str, ...] = ()
+    frozen_in_training: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

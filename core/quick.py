@@ -85,39 +85,30 @@ def _check_numbers(opts: QuickOptions) -> None:
         raise UserError(f"--device: must be auto, cpu, cuda or cuda:N (got {dev!r})")
 
 
-def _network_table(model: str, registry: Any) -> dict[str, Any]:
-    """``[networks.generator]`` for a catalogue name or a weights file (component read or detected)."""
-    from .catalogue import load_catalogue, lookup, looks_like_name
-
-    path = Path(model)
-    if path.is_file():
-        from .checkpoint import read_state_dict, restorekit_metadata
-        from .plan import detect_generator
-
-        component, _ = restorekit_metadata(path)
-        if component is None:
-            component = detect_generator(registry, read_state_dict(path), str(path)).component.name
-        return {"component": component, "checkpoint": str(path.resolve())}
-    if path.exists():
-        raise UserError(f"--model: {model}: not a file")
-    if not looks_like_name(model):
-        raise UserError(f"--model: {model}: file not found")
-    entry = lookup(model, load_catalogue(registry=registry), where="--model")
-    return {"model": entry.name}
-
-
-def _is_flow(plan: Any) -> bool:
-    """Whether the network is a :class:`~restorekit.FlowModel`: the component's ``flow`` flag, else ``isinstance``
-    of the network built on the meta device (no weights made)."""
+def _network_table(model: str, registry: Any) -> tuple[dict[str, Any], str, bool]:
+    """``[networks.generator]`` for a catalogue name or a weights file (component read or detected, headers
+    only), the component's name, and whether the network is a :class:`~restorekit.FlowModel` (the component's ``flow`` flag, else
+    ``isinstance`` of the network built on the meta device: no weights made)."""
     import torch
 
+    from .catalogue import looks_like_name
     from .components import FlowModel
+    from .plan import resolve_generator
 
-    net = plan.networks["generator"]
-    if net.component.flow is not None:
-        return bool(net.component.flow)
+    path = Path(model)
+    if path.exists() and not path.is_file():
+        raise UserError(f"--model: {model}: not a file")
+    if not path.exists() and not looks_like_name(model):
+        raise UserError(f"--model: {model}: file not found")
+    if path.is_file():
+        gen = resolve_generator(registry, checkpoint=path.resolve(), source=str(path))
+    else:
+        gen = resolve_generator(registry, model=model, source="--model")
+    table = {"component": gen.component.name, "checkpoint": str(path.resolve())} if path.is_file() else {"model": model}
+    if gen.component.flow is not None:
+        return table, gen.component.name, bool(gen.component.flow)
     with torch.device("meta"):
-        return isinstance(net.component.build(net.params), FlowModel)
+        return table, gen.component.name, isinstance(gen.component.build(gen.params), FlowModel)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,42 +133,30 @@ def build_spec_data(opts: QuickOptions, registry: Any, *, for_this_machine: bool
     out = (opts.output or DEFAULT_OUTPUT).absolute()
     if out.exists() and not out.is_dir():
         raise UserError(f"--output: {out}: exists and is not a folder")
-    network = _network_table(opts.model or DEFAULT_MODEL, registry)
+    network, component, flow = _network_table(opts.model or DEFAULT_MODEL, registry)
     temps = [float(t) for t in opts.temperatures] if opts.temperatures is not None else [0.0]
     samples = opts.samples if opts.samples is not None else 1
-
-    def data_for(mode: str, flow: bool) -> dict[str, Any]:
-        infer: dict[str, Any] = {"mode": mode, "inputs": inputs, "output_dir": str(out)}
-        if flow:
-            infer["temperatures"] = temps
-        if mode == "sample":
-            infer["samples"] = samples
-        if opts.overwrite:
-            infer["overwrite"] = True
-        if opts.tile is not None:
-            infer["tile"] = {"size": opts.tile, "overlap": 8}
-        run: dict[str, Any] = {"mode": "infer", "seed": opts.seed or 0, "device": opts.device or "auto",
-                               "output_dir": str(out)}
-        if opts.max_pixels is not None:
-            run["max_pixels"] = opts.max_pixels
-        return {
-            "run": run,
-            "networks": {"generator": network},
-            "infer": infer,
-        }
-
-    data = data_for("sr", False)
-    plan = plan_of(data)
-    flow = _is_flow(plan)
     if not flow:
         given = [f for f, v in (("--temperature", opts.temperatures), ("--samples", opts.samples)) if v is not None]
         if given:
             what = network.get("model") or network.get("checkpoint")
-            raise UserError(f"{given[0]}: {what} is a {plan.networks['generator'].component.name!r} network, not a flow "
+            raise UserError(f"{given[0]}: {what} is a {component!r} network, not a flow "
                             "(temperatures and samples are for flows such as SRFlow)")
-        return data, plan
-    mode = "sr" if temps == [0.0] and samples == 1 else "sample"
-    data = data_for(mode, True)
+    mode = "sr" if not flow or (temps == [0.0] and samples == 1) else "sample"
+    infer: dict[str, Any] = {"mode": mode, "inputs": inputs, "output_dir": str(out)}
+    if flow:
+        infer["temperatures"] = temps
+    if mode == "sample":
+        infer["samples"] = samples
+    if opts.overwrite:
+        infer["overwrite"] = True
+    if opts.tile is not None:
+        infer["tile"] = {"size": opts.tile, "overlap": 8}
+    run: dict[str, Any] = {"mode": "infer", "seed": opts.seed or 0, "device": opts.device or "auto",
+                           "output_dir": str(out)}
+    if opts.max_pixels is not None:
+        run["max_pixels"] = opts.max_pixels
+    data = {"run": run, "networks": {"generator": network}, "infer": infer}
     return data, plan_of(data)
 
 

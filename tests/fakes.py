@@ -268,3 +268,15 @@ def build_copy(src: Path, dest: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*_NOT_BUILT)))
+
+
+def tiny_srflow(hidden: int = 8) -> nn.Module:
+    """A small real SRFlow (nf 8, nb 2, K 2, L 3, stack_blocks [0, 1], x4) whose flow is jittered (a fresh flow's
+    couplings are identities): what the benchmark and fast-path tests run."""
+    from restorekit_srflow import SRFlowNet
+
+    torch.manual_seed(0)
+    net = SRFlowNet(scale=4, nf=8, nb=2, gc=4, K=2, L=3, stack_blocks=[0, 1], hidden_channels=hidden).eval()
+    for p in net.flowUpsamplerNet.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    return net

@@ -12,17 +12,9 @@ import torch
 from restorekit import bench
 from restorekit.cli import main
 from restorekit_rrdb import RRDBNet
-from restorekit_srflow import SRFlowNet
+from fakes import tiny_srflow
 
 TINY_RRDB = "rrdb:{nb = 1, nf = 8, gc = 4}"
-
-
-def tiny_srflow(hidden: int = 8) -> SRFlowNet:
-    torch.manual_seed(0)
-    net = SRFlowNet(scale=4, nf=8, nb=2, gc=4, K=2, L=3, stack_blocks=[0, 1], hidden_channels=hidden).eval()
-    for p in net.flowUpsamplerNet.parameters():  # non-zero couplings (a fresh flow starts as the identity)
-        p.data.add_(0.02 * torch.randn_like(p))
-    return net
 
 
 def test_benchmark_command_table_json_and_compare(registry, tmp_path: Path, capsys) -> None:
@@ -155,10 +147,11 @@ def test_process_memory_measures_the_path_in_a_fresh_process(tmp_path: Path) -> 
     assert kind == "rss-process" and 60 <= mb <= 400
 
 
-def test_train_rows_compare_the_training_step_with_the_plain_one() -> None:
+def test_train_rows_compare_the_training_step_with_the_plain_one(registry) -> None:
     cfg = bench.BenchConfig(samples=0, repeats=1, warmup=0, memory=False, train=True)
-    rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True), torch.device("cpu"), "fp32", 8, 1, cfg,
-                          lambda _m: None)
+    switches = registry.get("generator", "srflow").component.switches  # its RRDB frozen in the `train` rows
+    rows = bench.run_case(bench.BenchModel("tiny", tiny_srflow(), True, switches), torch.device("cpu"), "fp32", 8, 1,
+                          cfg, lambda _m: None)
     by = {r.path: r for r in rows}
     assert {"forward", "train", "train-ckpt", "train-all", "bicubic"} <= set(by)
     for path in ("train", "train-ckpt", "train-all"):

@@ -677,5 +677,5 @@ def test_official_format_srflow_from_a_zip_end_to_end(
 def test_a_component_that_contradicts_the_catalogue_entry_is_one_line() -> None:
     from restorekit import load
 
-    with pytest.raises(UserError, match=r"^bundled-rrdb-x4: catalogue entry is a 'rrdb' model, not 'srflow'$"):
+    with pytest.raises(UserError, match=r"^bundled-rrdb-x4: 'srflow', but model 'bundled-rrdb-x4' is a 'rrdb' network$"):
         load("bundled-rrdb-x4", component="srflow")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from restorekit import bench, perf
+from restorekit import Switches, bench, perf
 from restorekit.cli import main
 from restorekit.testing import write_images
 from restorekit.tiling import tiled_flow_decode, tiled_flow_encode, tiled_forward
@@ -227,11 +227,12 @@ def test_benchmark_flow_bf16_reports_difference_to_fp32(registry, tmp_path: Path
 
 
 def test_factored_map_on_cuda_matches_the_cpu_network() -> None:
-    # restore-run's inference switches on the device (factored 2·LR map, cached tap matrices), against the plain
+    # SRFlow's opt-in switch on the device (factored 2·LR map, cached tap matrices), against the plain
     # network on the CPU (IEEE fp32: cuDNN's default TF32 off); and a training step through the frozen-map backward
     cpu = tiny_srflow("cpu")
     gpu = tiny_srflow("cuda")
-    assert perf.fast_inference(gpu) == 1
+    factored = Switches(inference=("factor_cond",), training=("fold_actnorm", "fold_scale", "factor_cond"))
+    assert perf.fast_inference(gpu, factored) == 1
     lr = torch.rand(2, 3, 8, 12)
     zs = [torch.randn(2, *s) for s in cpu.latent_shapes(lr.shape)]
     before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
@@ -244,7 +245,7 @@ def test_factored_map_on_cuda_matches_the_cpu_network() -> None:
         torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
     assert float((got - want).abs().max()) <= 1e-4
     gpu.train()
-    perf.lean_training(gpu)
+    perf.lean_training(gpu, factored)
     gpu.RRDB.requires_grad_(False)
     hr = torch.rand(2, 3, 32, 48, device="cuda")
     loss = gpu.encode(hr, lr.cuda()).nll.mean()

@@ -6,25 +6,29 @@ from __future__ import annotations
 import copy
 import time
 
+from pathlib import Path
+
 import pytest
+import restorekit
 import torch
-from restorekit import perf
+from restorekit import Switches, perf
 from restorekit.tiling import tiled_flow_encode
 from restorekit_rrdb import RRDBNet
 from torch import nn
 
-from test_bench import tiny_srflow
+from fakes import tiny_srflow
 
-def test_layout_probe_keeps_outputs_equal_and_caches() -> None:
+SRFLOW_SWITCHES = Switches(training=("fold_actnorm", "fold_scale"), frozen_in_training=("RRDB.",))
+
+def test_layout_probe_keeps_outputs_equal() -> None:
     torch.manual_seed(0)
     net = RRDBNet(nf=8, nb=1, gc=4).eval()
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         ref = net(x)
         choice = perf.choose_layout(net, x, min_weights=0)
-        assert perf.layout_of(net, "cpu") == choice
-        assert perf.choose_layout(net, x, min_weights=0) == choice  # cached: no second probe
-        got = net(perf.in_layout(net, x))
+        assert net.conv_first.weight.is_contiguous(memory_format=torch.channels_last) == (choice == "channels_last")
+        got = net(perf.in_layout(choice, x))
         perf.to_layout(net, "channels_last")
         cl = net(x.contiguous(memory_format=torch.channels_last))
     assert (got - ref).abs().max() <= 1e-5 and (cl - ref).abs().max() <= 1e-5
@@ -153,7 +157,7 @@ def _train_pair(hidden: int = 8) -> tuple[nn.Module, nn.Module, torch.Tensor, to
     with torch.no_grad():
         net.encode(hr, lr)  # data-dependent ActNorm initialisation
     lean = copy.deepcopy(net)
-    assert perf.lean_training(lean) > 0
+    assert perf.lean_training(lean, SRFLOW_SWITCHES) > 0
     return net, lean, lr, hr
 
 
@@ -225,7 +229,7 @@ def test_folded_actnorm_with_checkpointing_from_a_fresh_network() -> None:
         if hasattr(m, "initialized"):
             m.initialized = False
     net.gradient_checkpointing = True
-    perf.lean_training(net)
+    perf.lean_training(net, SRFLOW_SWITCHES)
     lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
     for _ in range(2):
         loss = net.encode(hr, lr).nll.mean()
@@ -234,19 +238,33 @@ def test_folded_actnorm_with_checkpointing_from_a_fresh_network() -> None:
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_fast_inference_switches_on_factor_cond_and_keeps_the_output(layout: str) -> None:
-    # restore-run's inference and the benchmark's fast path: module switches (and the probed layout), same function
+def test_declared_switches_keep_the_output(layout: str) -> None:
+    # a generator's declared switches (here SRFlow's opt-in factor_cond) and a layout: the same function
     plain = tiny_srflow(hidden=16)
     fast = tiny_srflow(hidden=16)
-    assert perf.fast_inference(fast) == 1 and fast.factor_cond and not plain.factor_cond
-    assert perf.fast_inference(RRDBNet(nb=1, nf=8, gc=4)) == 0  # nothing to switch: untouched
+    opt_in = Switches(inference=("factor_cond",))
+    assert perf.fast_inference(fast, opt_in) == 1 and fast.factor_cond and not plain.factor_cond
+    assert perf.fast_inference(RRDBNet(nb=1, nf=8, gc=4), opt_in) == 0  # nothing to switch: untouched
     perf.to_layout(fast, layout)
     lr = torch.rand(1, 3, 8, 12)
     with torch.no_grad():
         a = plain.decode(lr, temperature=0.8, generator=torch.Generator().manual_seed(3))
-        b = fast.decode(perf.in_layout(fast, lr), temperature=0.8, generator=torch.Generator().manual_seed(3))
+        b = fast.decode(perf.in_layout(layout, lr), temperature=0.8, generator=torch.Generator().manual_seed(3))
     assert 0 < float((a - b).abs().max()) <= 1e-5  # not bit-equal: the factored convolution really ran
-    assert perf.fast_inference(fast, enabled=False) == 1 and not fast.factor_cond
+    assert perf.fast_inference(fast, opt_in, enabled=False) == 1 and not fast.factor_cond
+
+
+def test_the_core_names_no_plugin_attribute() -> None:
+    # the switches come from the component: SRFlow declares its folds for training, nothing on by default for
+    # inference (factor_cond halves the speed when another process shares the CPU: docs/performance.md)
+    from fakes import first_party_registry
+
+    sw = first_party_registry().get("generator", "srflow").component.switches
+    assert sw == SRFLOW_SWITCHES and "factor_cond" not in sw.inference + sw.training
+    core = Path(restorekit.__file__).parent
+    text = "\n".join(p.read_text() for p in core.rglob("*.py"))
+    for name in ("factor_cond", "fold_actnorm", ".RRDB", "initialized = True"):
+        assert name not in text, name
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -300,7 +318,8 @@ def test_a_frozen_part_runs_in_its_own_layout_and_returns_the_callers(monkeypatc
     calls = _spy(monkeypatch, forced="channels_last")
     ref, net = _frozen_pair()
     assert [name for name, _ in perf.frozen_parts(net, min_weights=0)] == ["trunk"]
-    chosen = perf.frozen_layouts(net, min_weights=0)
+    layouts = perf.FrozenLayouts(min_weights=0)
+    chosen = layouts.update(net)
     assert chosen == {}  # chosen at the part's first call, on its real input
     x = torch.rand(2, 3, 8, 8)
     out, expected = net(x), ref(x)
@@ -316,7 +335,7 @@ def test_a_frozen_part_runs_in_its_own_layout_and_returns_the_callers(monkeypatc
     assert len(calls) == 1 and net.seen_nchw == [True, True]  # probed once
 
     net.trunk.requires_grad_(True)  # unfrozen (SRFlow's stage 3): back to the default layout, no more hooks
-    assert perf.frozen_layouts(net, min_weights=0) == {}
+    assert layouts.update(net) == {}
     assert net.trunk.conv_first.weight.is_contiguous()
     net(x)
     assert len(calls) == 1 and net.seen_nchw[-1]
@@ -328,7 +347,7 @@ def test_frozen_part_probe_keeps_outputs_and_statistics(monkeypatch) -> None:
     ref, net = _frozen_pair(bn=True)
     net.norm.requires_grad_(False)
     ref.norm.requires_grad_(False)
-    perf.frozen_layouts(net, min_weights=0)
+    perf.FrozenLayouts(min_weights=0).update(net)
     x = torch.rand(2, 3, 8, 8)
     out, expected = net(x), ref(x)
     assert calls == [net.trunk, net.norm] and float((out - expected).detach().abs().max()) <= 1e-5
@@ -340,7 +359,8 @@ def test_frozen_part_probe_keeps_outputs_and_statistics(monkeypatch) -> None:
 def test_a_deep_copy_does_not_settle_the_originals_frozen_parts(monkeypatch) -> None:
     calls = _spy(monkeypatch, forced="channels_last")
     _, net = _frozen_pair()
-    chosen = perf.frozen_layouts(net, min_weights=0)
+    layouts = perf.FrozenLayouts(min_weights=0)
+    chosen = layouts.update(net)
     twin = copy.deepcopy(net)  # e.g. an EMA model made before the first step: carries the hooks along
     x = torch.rand(1, 3, 8, 8)
     twin(x)
@@ -352,7 +372,8 @@ def test_a_deep_copy_does_not_settle_the_originals_frozen_parts(monkeypatch) -> 
 def test_a_frozen_part_differentiated_through_keeps_the_default_layout(monkeypatch) -> None:
     calls = _spy(monkeypatch, forced="channels_last")
     _, net = _frozen_pair()
-    chosen = perf.frozen_layouts(net, min_weights=0)
+    layouts = perf.FrozenLayouts(min_weights=0)
+    chosen = layouts.update(net)
     net(torch.rand(1, 3, 8, 8, requires_grad=True))  # e.g. a fixed perceptual-loss network
     assert calls == [] and chosen == {"trunk": "contiguous"}
     assert net.trunk.conv_first.weight.is_contiguous()
@@ -364,8 +385,10 @@ def test_the_trainer_freezes_into_frozen_layouts(monkeypatch) -> None:
     calls = _spy(monkeypatch, forced="channels_last")
     torch.manual_seed(0)
     net = _FrozenTrunkNet(nf=64)  # 0.7 M convolution weights: worth a probe
-    Freeze("g", "partial", ("head",)).apply(net)  # what `trainable_only = ["head"]` does
+    freeze = Freeze("g", "partial", ("head",))
+    freeze.apply(net)  # what `trainable_only = ["head"]` does
     net(torch.rand(1, 3, 8, 8))
     assert calls == [net.trunk] and net.seen_nchw == [True]
-    Freeze("g", "full").apply(net)  # its unfreeze rule fired
+    freeze.mode = "full"  # its unfreeze rule fired
+    freeze.apply(net)
     assert net.trunk.conv_first.weight.is_contiguous()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import restorekit
+from restorekit import Switches
 from restorekit.perf import fast_inference
 from restorekit.checkpoint import read_state_dict
 from restorekit.errors import UserError
@@ -38,7 +39,7 @@ def _fixture_dir() -> Path:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["as-built", "fast-inference"])
 def fx(request: pytest.FixtureRequest) -> dict[str, Any]:
-    # as built, and with restorekit's inference switches (the factored 2·LR map), which restore-run turns on
+    # as built, and with SRFlow's opt-in switch (the factored 2·LR map)
     d = _fixture_dir()
     from safetensors.torch import load_file
 
@@ -48,7 +49,7 @@ def fx(request: pytest.FixtureRequest) -> dict[str, Any]:
     net = build_srflow(params)
     net.load_state_dict(convert_state_dict(sd, params), strict=True)
     net.eval()
-    assert fast_inference(net, enabled=request.param) == 1
+    assert fast_inference(net, Switches(inference=("factor_cond",)), enabled=request.param) == 1
     exp = load_file(str(d / "expected.safetensors"))
     lr, gt = exp["lr"], exp["gt"]
     out: dict[str, torch.Tensor] = {}

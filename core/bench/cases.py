@@ -45,17 +45,18 @@ def _run_case(bm: BenchModel, device: torch.device, precision: str, size: int, b
     rows: list[Row] = []
     note = ""
     with torch.inference_mode(), _precision(device, precision):
-        switches = fast_inference(fast)
+        switches = fast_inference(fast, bm.switches)
         layout = choose_layout(fast, lr)
         fast_fn: Callable[[Tensor], Any] = fast
         if cfg.compile:
-            compiled, note = maybe_compile(fast, in_layout(fast, lr), warn=log)
+            compiled, note = maybe_compile(fast, in_layout(layout, lr), warn=log)
             fast_fn = compiled
         note = f"layout={layout}" + (", fast_inference" if switches else "") + (f"; {note}" if note else "")
         job = MemoryJob(saved, bm.flow, str(device), precision, lr_side, batch, scale, "forward", "fast",
                         samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed, layout=layout,
-                        threads=torch.get_num_threads())
-        x_fast = in_layout(fast, lr)
+                        threads=torch.get_num_threads(), inference_switches=bm.switches.inference,
+                        training_switches=bm.switches.training, frozen_in_training=bm.switches.frozen_in_training)
+        x_fast = in_layout(layout, lr)
         base = bicubic_seconds(lr, scale)
 
         def f_plain() -> Any:

@@ -4,14 +4,14 @@ catalogue names, checkpoint files) and what every path feeds them: latent sets a
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..components import FlowModel
+from ..components import FlowModel, Switches
 from ..errors import UserError
 from ..latents import sample_latents
 
@@ -21,6 +21,8 @@ class BenchModel:
     name: str
     module: nn.Module
     flow: bool
+    switches: Switches = field(default_factory=Switches)
+    """What the generator declares (its inference fast paths, the parts its schedule keeps frozen)."""
 
 
 def parse_model_arg(text: str) -> tuple[str, dict[str, Any]]:
@@ -45,6 +47,7 @@ def resolve_models(names: Sequence[str], registry: Any) -> tuple[list[BenchModel
     wanted = list(names) or list(generators)
     for text in wanted:
         name, params = parse_model_arg(text)
+        comp = None
         if name in generators:
             comp = registry.get("generator", name).component
             try:
@@ -60,16 +63,18 @@ def resolve_models(names: Sequence[str], registry: Any) -> tuple[list[BenchModel
                 _exercise_flow(module)
             label = name if not params else f"{name}:{_short(params)}"
         elif Path(name).is_file() or not params:
-            from ..api import load
+            from ..api import resolve
+            from ..plan import build_generator
 
-            module = load(name, registry=registry, **params)
+            gen = resolve(name, registry=registry, **params)
+            comp, module = gen.component, build_generator(gen)
             label = Path(name).name if Path(name).is_file() else name
         else:
             raise UserError(f"--model {text}: {name!r} is not an installed generator (params need a component name)")
         if not isinstance(module, nn.Module):
             notes.append(f"{label}: skipped (not an nn.Module)")
             continue
-        out.append(BenchModel(label, module.eval(), isinstance(module, FlowModel)))
+        out.append(BenchModel(label, module.eval(), isinstance(module, FlowModel), comp.switches))
     return out, notes
 
 
@@ -147,11 +152,15 @@ def _plain_step(module: nn.Module, hr: Tensor, lr: Tensor, flow: bool, amp: torc
     return step
 
 
-def _frozen_rrdb(model: nn.Module) -> None:
-    """A flow's conditional RRDB frozen (SRFlow's stage 2: only the flow trains, as in the official schedule)."""
-    inner = getattr(model, "RRDB", None)
-    if isinstance(inner, nn.Module):
-        inner.requires_grad_(False)
+def freeze_as_scheduled(model: nn.Module, switches: Switches) -> bool:
+    """The parameters the generator's schedule keeps frozen (``switches.frozen_in_training``: SRFlow's conditional
+    RRDB in stage 2, as in the official schedule) frozen; whether any was."""
+    frozen = False
+    for name, p in model.named_parameters():
+        if name.startswith(switches.frozen_in_training) and switches.frozen_in_training:
+            p.requires_grad_(False)
+            frozen = True
+    return frozen
 
 
 __all__ = ["BenchModel", "parse_model_arg", "resolve_models"]

@@ -11,10 +11,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..components import Switches
 from ..perf import SampleBatcher
 from .config import BenchConfig
 from .measure import RssSampler, _precision
-from .models import _draw_sets, _frozen_rrdb, _plain_step, _train_autocast, _train_batch, _train_loss
+from .models import _draw_sets, freeze_as_scheduled, _plain_step, _train_autocast, _train_batch, _train_loss
 
 
 @dataclass
@@ -36,6 +37,13 @@ class MemoryJob:
     layout: str = "contiguous"
     chunk: int = 1
     threads: int = 1
+    inference_switches: tuple[str, ...] = ()  # the generator's declared switches (restorekit.Switches)
+    training_switches: tuple[str, ...] = ()
+    frozen_in_training: tuple[str, ...] = ()
+
+    @property
+    def switches(self) -> Switches:
+        return Switches(tuple(self.inference_switches), tuple(self.training_switches), tuple(self.frozen_in_training))
 
 
 def process_peak_mb(job: MemoryJob) -> tuple[float, str]:
@@ -70,17 +78,15 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
 
     if job.path.startswith("train"):
         lr, hr = _train_batch(job.batch, job.lr, job.scale, job.seed, device)
-        module.train()
-        for m in module.modules():  # steady-state steps: data-dependent layers (ActNorm) count as initialised,
-            if hasattr(m, "initialized"):  # as they are after the first step (no extra forward touches memory)
-                m.initialized = True
+        module.train()  # a loaded or exercised flow (models._exercise_flow): data-dependent layers initialised
         if job.path != "train-all":
-            _frozen_rrdb(module)
+            freeze_as_scheduled(module, job.switches)
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
         amp = _train_autocast(device, job.precision)
         if fast:
             step = training_step(module, lambda m: _train_loss(m, hr, lr, job.flow), lr_like=lr, autocast=amp,
+                                 switches=job.switches,
                                  optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-5), layout=job.layout)
             with torch.no_grad(), amp:  # frozen parts choose their layout at their first call: a one-time
                 _train_loss(module, hr, lr, job.flow)  # probe, not part of a step's memory
@@ -89,7 +95,7 @@ def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool)
     gen = torch.Generator().manual_seed(job.seed)
     lr = torch.rand(job.batch, 3, job.lr, job.lr, generator=gen).to(device)
     if fast:
-        fast_inference(module)
+        fast_inference(module, job.switches)
         to_layout(module, job.layout)
     x = lr.contiguous(memory_format=torch.channels_last) if fast and job.layout == "channels_last" else lr
     sets = _draw_sets(module, lr, job.samples, job.temperature, job.seed) if job.path == "sample" else []

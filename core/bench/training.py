@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import BenchConfig, Row
 from .measure import _row
-from .models import BenchModel, _frozen_rrdb, _plain_step, _train_autocast, _train_batch, _train_loss
+from .models import BenchModel, freeze_as_scheduled, _plain_step, _train_autocast, _train_batch, _train_loss
 from .process import MemoryJob, _memory_for
 
 
@@ -32,7 +32,7 @@ def train_rows(bm: BenchModel, device: torch.device, precision: str, lr_side: in
     def make(ckpt: bool, frozen: bool = True) -> nn.Module:
         m = copy.deepcopy(bm.module).to(device).train()
         if frozen:
-            _frozen_rrdb(m)
+            freeze_as_scheduled(m, bm.switches)
         if hasattr(m, "gradient_checkpointing"):
             m.gradient_checkpointing = ckpt  # type: ignore[assignment]
         return m
@@ -46,10 +46,11 @@ def train_rows(bm: BenchModel, device: torch.device, precision: str, lr_side: in
     for path, ckpt, frozen in cases:
         if ckpt and not hasattr(bm.module, "gradient_checkpointing"):
             continue
-        if not frozen and not hasattr(bm.module, "RRDB"):
+        if not frozen and not bm.switches.frozen_in_training:
             continue  # a network with nothing frozen: its `train` row already trains everything
         fast = make(ckpt, frozen)
         step = training_step(fast, lambda m, h=hr, l=lr: _train_loss(m, h, l, bm.flow), lr_like=lr, autocast=amp,
+                             switches=bm.switches,
                              optimizer=lambda params: torch.optim.Adam(params, lr=1e-5))
         # the probe ran forward + backward only: the weights are the same. Relative: a fresh flow's NLL on noise can
         # be ~1e8, where float32 rounding alone is tens

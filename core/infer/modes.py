@@ -89,6 +89,7 @@ class Runner:
         self.net_plan = plan.networks[net_name]
         self.component = self.net_plan.component.name
         self.model = self._model(networks)
+        self.layout: str | None = None  # chosen on the first batch (_fast_paths)
         # the same check --dry-run makes on the meta-device build (the spec's own checks ran in the spec and plan)
         check_infer_model(spec, self.model, network=net_name, component=self.component, source=self.source)
         self.scale = int(self.model.scale)
@@ -184,23 +185,22 @@ class Runner:
         hr = torch.stack([p.hr for p in batch]).to(self.device) if batch[0].hr is not None else None
         with torch.inference_mode(), autocast(self.device, self.precision):
             self._fast_paths(lr)
-            lr = in_layout(self.model, lr) if isinstance(self.model, nn.Module) else lr
+            lr = in_layout(self.layout, lr)
             if not self.flow:
                 return self._run_plain(lr)
             return self._run_flow(lr, hr)
 
     def _fast_paths(self, lr: Tensor) -> None:
-        """Once, on the first batch: the network's inference switches (restorekit.perf.fast_inference), the faster
-        memory layout (restorekit.perf.choose_layout) and, with ``run.compile``, torch.compile where it measurably
-        helps."""
-        if getattr(self, "_fast_done", False) or not isinstance(self.model, nn.Module):
+        """Once, on the first batch: the network's declared inference switches (restorekit.perf.fast_inference),
+        the faster memory layout (restorekit.perf.choose_layout, kept in ``self.layout``) and, with
+        ``run.compile``, torch.compile where it measurably helps."""
+        if self.layout is not None or not isinstance(self.model, nn.Module):
             return
-        self._fast_done = True
-        fast_inference(self.model)
+        fast_inference(self.model, self.net_plan.component.switches)
         try:
-            choose_layout(self.model, lr)
+            self.layout = choose_layout(self.model, lr)
         except (RuntimeError, ValueError, UserError):  # a network that cannot run the probe crop keeps NCHW
-            pass
+            self.layout = "contiguous"
         if self.plan.spec.run.compile:
             maybe_compile(self.model, lr)
 

@@ -3,14 +3,13 @@ training stage 2, a fixed network) runs forward only, so the layout a no-grad pr
 faster one in training too — and it can differ from the layout of the trained rest (on this project's CPU the
 RRDB is 1.2× faster in channels_last, the flow is not).
 
-:func:`frozen_layouts` puts each such part in that layout at its first call; what it returns comes back in its
-input's layout, so the rest of the network sees the tensors it always saw. Call it again whenever
+:class:`FrozenLayouts` (owned by the run: the trainer's freeze rules) puts each such part in that layout at its first call; what it returns comes back in its
+input's layout, so the rest of the network sees the tensors it always saw. Call its ``update`` again whenever
 ``requires_grad`` changes: a part that trains again goes back to the default layout."""
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -19,21 +18,6 @@ from torch.utils.hooks import RemovableHandle
 
 from ..nested import map_tensors
 from .layout import PROBE_MIN_WEIGHTS, choose_layout, to_layout
-
-
-@dataclass
-class _State:
-    modules: dict[str, "weakref.ref[nn.Module]"] = field(default_factory=dict)  # weak: a part may be the model
-    chosen: dict[str, str] = field(default_factory=dict)  # part name -> layout taken at its first call
-    hooks: dict[str, RemovableHandle] = field(default_factory=dict)  # the probe hook, then the output hook
-
-    def unhook(self, name: str) -> None:
-        h = self.hooks.pop(name, None)
-        if h is not None:
-            h.remove()
-
-
-_states: "weakref.WeakKeyDictionary[nn.Module, _State]" = weakref.WeakKeyDictionary()
 
 
 def frozen_parts(model: nn.Module, min_weights: int = PROBE_MIN_WEIGHTS) -> list[tuple[str, nn.Module]]:
@@ -73,62 +57,71 @@ def _restore_output(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     return None
 
 
-def _settle(state: _State, name: str, module: nn.Module, choice: str) -> None:
-    state.unhook(name)
-    to_layout(module, choice)
-    state.chosen[name] = choice
-    if choice == "channels_last":
-        state.hooks[name] = module.register_forward_hook(_restore_output, with_kwargs=True)
+class FrozenLayouts:
+    """The layouts of one model's frozen parts: :meth:`update` gives each frozen part of the model
+    (:func:`frozen_parts`) the layout :func:`~.layout.choose_layout` finds faster for it, probed on its first real
+    input (a crop of it, in eval mode, without gradients) when it is next called — unless that input requires a
+    gradient (a frozen network the loss differentiates through keeps the default layout). Its outputs are
+    returned in the input's layout. Parts that train again go back to the default layout. ``chosen``: the
+    layouts chosen so far (``{submodule name: layout}``, filled at first calls)."""
+
+    def __init__(self, min_weights: int = PROBE_MIN_WEIGHTS) -> None:
+        self.min_weights = min_weights
+        self.modules: dict[str, "weakref.ref[nn.Module]"] = {}  # weak: a part may be the model
+        self.chosen: dict[str, str] = {}
+        self.hooks: dict[str, RemovableHandle] = {}  # the probe hook, then the output hook
+
+    def _unhook(self, name: str) -> None:
+        h = self.hooks.pop(name, None)
+        if h is not None:
+            h.remove()
+
+    def _settle(self, name: str, module: nn.Module, choice: str) -> None:
+        self._unhook(name)
+        to_layout(module, choice)
+        self.chosen[name] = choice
+        if choice == "channels_last":
+            self.hooks[name] = module.register_forward_hook(_restore_output, with_kwargs=True)
+
+    def _chooser(self, name: str) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            ref = self.modules.get(name)
+            if ref is None or ref() is not module:
+                return  # a deep copy of the part (e.g. an EMA model) carries this hook along: not ours to settle
+            self._unhook(name)  # before the probe calls the module
+            x = _first_image(args)
+            grads = any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
+            choice = "contiguous"
+            if x is not None and args[0] is x and not grads:
+                rest = args[1:]
+                was_training = module.training
+                module.eval()  # the probe must not update BatchNorm statistics or draw dropout masks
+                try:
+                    choice = choose_layout(module, x, forward=lambda inp: module(inp, *rest, **kwargs),
+                                           min_weights=self.min_weights)
+                finally:
+                    module.train(was_training)
+            self._settle(name, module, choice)
+
+        return pre_hook
+
+    def update(self, model: nn.Module) -> dict[str, str]:
+        """Follow ``model``'s frozen parts as they are now; returns :attr:`chosen` (live)."""
+        parts = dict(frozen_parts(model, self.min_weights))
+        for name, ref in list(self.modules.items()):
+            m = ref()
+            if m is None or parts.get(name) is not m:
+                self._unhook(name)
+                if self.chosen.pop(name, None) == "channels_last" and m is not None:
+                    to_layout(m, "contiguous")
+        self.modules = {name: weakref.ref(m) for name, m in parts.items()}
+        for name, m in parts.items():
+            if name in self.chosen:
+                self._settle(name, m, self.chosen[name])
+            else:
+                self._unhook(name)
+                self.hooks[name] = m.register_forward_pre_hook(self._chooser(name), with_kwargs=True)
+        return self.chosen
 
 
-def _chooser(state: _State, name: str, min_weights: int) -> Callable[..., None]:
-    def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ref = state.modules.get(name)
-        if ref is None or ref() is not module:
-            return  # a deep copy of the part (e.g. an EMA model) carries this hook along: not ours to settle
-        state.unhook(name)  # before the probe calls the module
-        x = _first_image(args)
-        grads = any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
-        choice = "contiguous"
-        if x is not None and args[0] is x and not grads:
-            rest = args[1:]
-            was_training = module.training
-            module.eval()  # the probe must not update BatchNorm statistics or draw dropout masks
-            try:
-                choice = choose_layout(module, x, forward=lambda inp: module(inp, *rest, **kwargs),
-                                       min_weights=min_weights)
-            finally:
-                module.train(was_training)
-        _settle(state, name, module, choice)
-
-    return pre_hook
-
-
-def frozen_layouts(model: nn.Module, min_weights: int = PROBE_MIN_WEIGHTS) -> dict[str, str]:
-    """Give each frozen part of ``model`` (:func:`frozen_parts`) the layout :func:`~.layout.choose_layout` finds
-    faster for it, probed on its first real input (a crop of it, in eval mode, without gradients) when it is
-    next called — unless that input requires a gradient (a frozen network the loss differentiates through keeps
-    the default layout). Its outputs are returned in the input's layout. Parts that train again go back to the
-    default layout. Returns the layouts chosen so far (``{submodule name: layout}``; live, filled at first
-    calls)."""
-    state = _states.get(model)
-    if state is None:
-        state = _states[model] = _State()
-    parts = dict(frozen_parts(model, min_weights))
-    for name, ref in list(state.modules.items()):
-        m = ref()
-        if m is None or parts.get(name) is not m:
-            state.unhook(name)
-            if state.chosen.pop(name, None) == "channels_last" and m is not None:
-                to_layout(m, "contiguous")
-    state.modules = {name: weakref.ref(m) for name, m in parts.items()}
-    for name, m in parts.items():
-        if name in state.chosen:
-            _settle(state, name, m, state.chosen[name])
-        else:
-            state.unhook(name)
-            state.hooks[name] = m.register_forward_pre_hook(_chooser(state, name, min_weights), with_kwargs=True)
-    return state.chosen
-
-
-__all__ = ["frozen_layouts", "frozen_parts"]
+__all__ = ["FrozenLayouts", "frozen_parts"]

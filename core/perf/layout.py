@@ -1,9 +1,9 @@
 """The memory-layout probe: channels_last or NCHW, whichever is faster for this model, device and dtype
-(:func:`choose_layout`), kept only when both give the same output."""
+(:func:`choose_layout`), kept only when both give the same output. The caller keeps the choice (the run, the
+trainer's freeze rules): nothing is remembered here."""
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable
 
 import torch
@@ -18,8 +18,6 @@ PROBE_MIN_WEIGHTS = 100_000
 any layout could gain)."""
 LAYOUT_TOLERANCE = 1e-5
 """Largest allowed difference between the layouts' outputs, relative to max(1, |output|)."""
-
-_layouts: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], str]]" = weakref.WeakKeyDictionary()
 
 
 def _first(out: Any) -> Tensor | None:
@@ -53,11 +51,6 @@ def to_layout(model: nn.Module, layout: str) -> nn.Module:
     return model.to(memory_format=fmt)
 
 
-def layout_of(model: nn.Module, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str | None:
-    """The layout :func:`choose_layout` chose for ``model`` on ``device``/``dtype``, or None before a probe."""
-    return _layouts.get(model, {}).get((str(torch.device(device)), str(dtype)))
-
-
 def choose_layout(
     model: nn.Module,
     lr: Tensor,
@@ -68,20 +61,15 @@ def choose_layout(
     min_weights: int = PROBE_MIN_WEIGHTS,
 ) -> str:
     """Put ``model`` in the faster memory layout for inputs like ``lr`` and return it ("channels_last" or
-    "contiguous"); the first call per model, device and dtype probes, later calls reuse the choice.
+    "contiguous"); the caller keeps the choice.
 
     ``forward`` (default ``model``) is what is timed, on :func:`probe_input` of ``lr`` under no-grad; each layout
     runs ``rounds`` times after one warm-up run, interleaved, and the minimum counts. channels_last is kept only
     when its output equals the default layout's within ``tol`` and it is at least 5 % faster. Networks with fewer
     than ``min_weights`` convolution weights are not probed (NCHW).
     """
-    device, dtype = lr.device, lr.dtype
-    key = (str(device), str(dtype))
-    known = _layouts.setdefault(model, {}).get(key)
-    if known is not None:
-        return known
+    device = lr.device
     if sum(p.numel() for p in model.parameters() if p.dim() == 4) < min_weights:
-        _layouts[model][key] = "contiguous"
         return "contiguous"
     fn = forward or model
     x = probe_input(lr, int(getattr(model, "size_multiple", 1) or 1))
@@ -101,13 +89,12 @@ def choose_layout(
     ok = a is not None and b is not None and same_output(a, b, tol)
     choice = "channels_last" if ok and best["channels_last"] < _GAIN * best["contiguous"] else "contiguous"
     to_layout(model, choice)
-    _layouts[model][key] = choice
     return choice
 
 
-def in_layout(model: nn.Module, lr: Tensor) -> Tensor:
-    """``lr`` in the layout chosen for ``model`` (unchanged when none was chosen or it is the default)."""
-    if layout_of(model, lr.device, lr.dtype) == "channels_last" and lr.dim() == 4:
+def in_layout(layout: str | None, lr: Tensor) -> Tensor:
+    """``lr`` in ``layout`` (what :func:`choose_layout` returned; unchanged for None or the default)."""
+    if layout == "channels_last" and lr.dim() == 4:
         return lr.contiguous(memory_format=torch.channels_last)
     return lr
 
@@ -118,7 +105,6 @@ __all__ = [
     "PROBE_SIDE",
     "choose_layout",
     "in_layout",
-    "layout_of",
     "probe_input",
     "same_output",
     "to_layout",

@@ -1,6 +1,6 @@
-"""Module switches: attributes a network's modules declare (class attributes, off as built) and restorekit's fast
-paths switch on — each the same function, computed with less memory or arithmetic. A module opts in simply by
-having the attribute; the core knows only the names."""
+"""Module switches: the attributes a generator declares in its :class:`~restorekit.Switches` (off as built), which
+restorekit switches on for inference or training — each the same function, computed with less memory or
+arithmetic. The core knows no names: they come from the component."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from typing import Iterable
 
 from torch import nn
 
-INFERENCE_SWITCHES = ("factor_cond",)
-"""Module attributes :func:`fast_inference` sets (restore-run's inference and the benchmark's fast path).
-``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
-LR resolution (×2 at 2·LR, ×4 at 4·LR) — equal up to float rounding, 4·min(f, 3)² instead of 9·f² multiply-adds per
-channel pair and LR pixel for those channels."""
+from ..components import Switches
 
 
 def set_switches(model: nn.Module, names: Iterable[str], enabled: bool = True) -> int:
@@ -28,10 +24,16 @@ def set_switches(model: nn.Module, names: Iterable[str], enabled: bool = True) -
     return count
 
 
-def fast_inference(model: nn.Module, enabled: bool = True) -> int:
-    """Switch on the inference fast paths a network's modules offer (:data:`INFERENCE_SWITCHES`); returns how many
+def fast_inference(model: nn.Module, switches: Switches, enabled: bool = True) -> int:
+    """Switch the generator's declared inference fast paths (``switches.inference``) on or off; returns how many
     modules took one."""
-    return set_switches(model, INFERENCE_SWITCHES, enabled)
+    return set_switches(model, switches.inference, enabled)
 
 
-__all__ = ["INFERENCE_SWITCHES", "fast_inference", "set_switches"]
+def lean_training(model: nn.Module, switches: Switches, enabled: bool = True) -> int:
+    """Switch the generator's declared training fast paths (``switches.training``) on or off; returns how many
+    modules took one."""
+    return set_switches(model, switches.training, enabled)
+
+
+__all__ = ["fast_inference", "lean_training", "set_switches"]

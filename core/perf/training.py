@@ -1,4 +1,4 @@
-"""Training fast paths: fused optimisers, the lean-training switch and :class:`TrainingStep` (one
+"""Training fast paths: fused optimisers and :class:`TrainingStep` (one
 optimisation step the fast way, with its own layout probe)."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from .device import _GAIN, _seconds
-from .frozen import frozen_layouts
+from ..components import Switches
+from .frozen import FrozenLayouts
 from .layout import LAYOUT_TOLERANCE, to_layout
-from .switches import set_switches
+from .switches import lean_training
 
 
 def fused_optimizer(cls: type[torch.optim.Optimizer], params: Any, **kw: Any) -> torch.optim.Optimizer:
@@ -35,33 +36,18 @@ def fast_adam(params: Sequence[nn.Parameter], **kw: Any) -> torch.optim.Optimize
         return torch.optim.Adam(params, foreach=True, **kw)
 
 
-LEAN_SWITCHES = ("fold_actnorm", "fold_scale", "factor_cond")
-"""Module attributes :func:`lean_training` sets: SRFlow's coupling convolutions with their ActNorm
-(``fold_actnorm``) or output scale (``fold_scale``, the zero-convolutions) folded into the weights while gradients
-are recorded (with both on and gradient checkpointing, a coupling network also recomputes its inner hidden map in
-backward instead of storing it). The same function and gradients, with fewer stored activations.
-``factor_cond`` (SRFlow's network): the couplings convolve the upsampled part of the conditional maps above LR at
-LR resolution — the same function in 0.57× (4x) or less (8x) the multiply-adds of those convolutions."""
-
-
-def lean_training(model: nn.Module, enabled: bool = True) -> int:
-    """Switch on the training fast paths a network's modules offer (:data:`LEAN_SWITCHES`: the same function
-    with less memory or arithmetic); returns how many modules took one."""
-    return set_switches(model, LEAN_SWITCHES, enabled)
-
-
 class TrainingStep:
     """One optimisation step of ``loss_fn(model)`` the fast way — what restorekit's trainer does: gradients set to
     None (not zero-filled) between steps, a fused Adam (:func:`fast_adam`), :func:`lean_training` — and the memory
     layout a one-time probe found faster for a forward + backward with the same loss (within ``1e-5``); where that
     is the default layout, each frozen part (SRFlow's RRDB in stage 2) in its own faster layout
-    (:func:`~.frozen.frozen_layouts`). ``note`` says what was chosen."""
+    (:class:`~.frozen.FrozenLayouts`). ``note`` says what was chosen."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], *, lr_like: Tensor,
-                 autocast: Any = None, optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+                 switches: Switches = Switches(), autocast: Any = None, optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
                  rounds: int = 2, layout: str | None = None) -> None:
         self.model, self.loss_fn = model, loss_fn
-        self.lean = lean_training(model)
+        self.lean = lean_training(model, switches)
         self.autocast = autocast if autocast is not None else torch.autocast(lr_like.device.type, enabled=False)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = (optimizer or (lambda ps: fast_adam(ps, lr=1e-4)))(params)
@@ -71,7 +57,7 @@ class TrainingStep:
             self.optimizer = fast_adam(params, lr=self.optimizer.defaults["lr"])
         self.layout = self._probe(lr_like.device, rounds) if layout is None else layout
         to_layout(model, self.layout)
-        self.frozen = frozen_layouts(model) if self.layout == "contiguous" else {}
+        self.frozen = FrozenLayouts().update(model) if self.layout == "contiguous" else {}
 
     @property
     def note(self) -> str:
@@ -117,4 +103,4 @@ def training_step(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], **kw
     return TrainingStep(model, loss_fn, **kw)
 
 
-__all__ = ["LEAN_SWITCHES", "TrainingStep", "fast_adam", "fused_optimizer", "lean_training", "training_step"]
+__all__ = ["TrainingStep", "fast_adam", "fused_optimizer", "training_step"]

@@ -4,19 +4,19 @@ networks built from their plan, the generator that recognises a checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from ..catalogue import check_loaded, fetch
-from ..checkpoint import read_state_dict
 from ..components import GeneratorComponent, StateDict
 from ..errors import UserError
 from ..registry import PluginRegistry, Resolved
 from ..spec import format_validation_error
-from .plans import NetworkPlan
+
+if TYPE_CHECKING:
+    from .plans import NetworkPlan
 
 
 def validate_params(model: type[BaseModel], data: Mapping[str, Any], source: str, where: str) -> BaseModel:
@@ -98,27 +98,12 @@ def plugin_bug(resolved: Resolved, what: str, exc: BaseException) -> str:
     return f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed ({type(exc).__name__}: {exc})"
 
 
-def build_network(plan: NetworkPlan, device: torch.device | None = None) -> nn.Module:
-    """Build a network from its plan and load its checkpoint, if any."""
-    comp = plan.component
-    module = comp.build(plan.params)
-    ckpt = plan.spec.checkpoint
-    if ckpt is None and plan.model is not None:
-        ckpt = fetch(plan.model)
-    if ckpt is not None:
-        load_weights(module, comp, plan.params, read_state_dict(ckpt), strict=plan.spec.strict, source=str(ckpt))
-    if plan.model is not None and ckpt is not None:
-        check_loaded(plan.model, comp.name, module, Path(ckpt))
-    for part in plan.submodules:
-        try:
-            sub = module.get_submodule(part.name)
-        except AttributeError:
-            raise UserError(f"networks.{plan.name}.init_submodules: {comp.name!r} has no sub-module {part.name!r}") from None
-        load_weights(sub, part.resolved.component, part.params, read_state_dict(part.path), strict=True,  # type: ignore[arg-type]
-                     source=str(part.path))
-    if device is not None:
-        module = module.to(device)
-    return module
+def build_network(plan: "NetworkPlan", device: torch.device | None = None) -> nn.Module:
+    """Build a network from its plan and load its weights (each file read once)."""
+    from .weights import build_generator
+
+    return build_generator(plan.generator, strict=plan.spec.strict, submodules=plan.submodules,
+                           where=f"networks.{plan.name}", device=device)
 
 
 def detect_generator(registry: PluginRegistry, state_dict: Any, source: str) -> Resolved:

@@ -1,9 +1,8 @@
-"""The plan's records: networks (with their checkpoint sub-modules and catalogue entry), steps, components."""
+"""The plan's records: networks (their resolved generator and checkpoint sub-modules), steps, components."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,32 +11,36 @@ from pydantic import BaseModel
 from ..catalogue import ModelEntry
 from ..components import GeneratorComponent
 from ..registry import PluginRegistry, Resolved
+from .weights import ResolvedGenerator
 from ..spec import InjectorSpec, LossSpec, NetworkSpec, PipelineSpec, StepSpec, ValidatorSpec
 
 
 @dataclass(frozen=True)
-class SubmodulePlan:
-    """A checkpoint loaded into the sub-module ``name`` of a network (``networks.<n>.init_submodules``)."""
-
-    name: str
-    path: Path
-    resolved: Resolved
-    params: BaseModel
-
-
-@dataclass(frozen=True)
 class NetworkPlan:
+    """A network of the spec: ``generator`` says which component, params and weights (headers read, tensors
+    not yet); ``submodules``: the checkpoints loaded into its sub-modules (``networks.<n>.init_submodules``)."""
+
     name: str
     spec: NetworkSpec
-    resolved: Resolved
-    params: BaseModel
-    submodules: tuple[SubmodulePlan, ...] = ()
-    model: ModelEntry | None = None
-    """The catalogue entry of ``networks.<n>.model``: its file is fetched (downloaded once) when the network is built."""
+    generator: ResolvedGenerator
+    submodules: tuple[tuple[str, ResolvedGenerator], ...] = ()
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.generator.resolved
+
+    @property
+    def params(self) -> BaseModel:
+        return self.generator.params
+
+    @property
+    def model(self) -> ModelEntry | None:
+        """The catalogue entry of ``networks.<n>.model`` (its file is fetched when the network is built)."""
+        return self.generator.entry
 
     @property
     def component(self) -> GeneratorComponent[Any]:
-        return self.resolved.component  # type: ignore[return-value]
+        return self.generator.component
 
 
 @dataclass(frozen=True)

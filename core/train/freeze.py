@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..perf import frozen_layouts
+from ..perf import FrozenLayouts
 from ..runtime import NetworkView
 from ..spec import NetworkSpec, UnfreezeSpec
 
@@ -34,6 +34,7 @@ class Freeze:
     best: float | None = None
     bad: int = 0
     unfrozen_at: int | None = None
+    layouts: FrozenLayouts = field(default_factory=FrozenLayouts, repr=False, compare=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "best": self.best, "bad": self.bad, "unfrozen_at": self.unfrozen_at}
@@ -53,7 +54,7 @@ class Freeze:
 
     def apply(self, net: nn.Module) -> int:
         """Set ``requires_grad``; BatchNorm layers with no trained parameter go to eval mode; frozen parts take
-        their faster layout at their next call (:func:`restorekit.perf.frozen_layouts`; parts that train again go
+        their faster layout at their next call (:class:`restorekit.perf.FrozenLayouts`; parts that train again go
         back to the default one). Returns the number of trained parameters."""
         count = 0
         for pname, p in net.named_parameters():
@@ -64,7 +65,7 @@ class Freeze:
                 params = list(m.parameters(recurse=False))
                 trained = any(p.requires_grad for p in params) if params else self.mode == "full"
                 m.train(trained and net.training)
-        frozen_layouts(net)
+        self.layouts.update(net)
         return count
 
 

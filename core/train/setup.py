@@ -41,7 +41,7 @@ def amp_dtype(precision: str) -> torch.dtype | None:
 def build_trained_network(net_plan: NetworkPlan, device: torch.device, gradient_checkpointing: bool) -> nn.Module:
     """The network in train mode, with gradient checkpointing switched on where a module offers it."""
     net = build_network(net_plan, device)
-    lean_training(net)  # e.g. SRFlow's ActNorm folded into its coupling convolutions: same function, less memory
+    lean_training(net, net_plan.component.switches)  # the generator's declared training fast paths
     if gradient_checkpointing:
         for m in net.modules():
             if hasattr(m, "gradient_checkpointing"):
