@@ -12,11 +12,11 @@ from typing import Any
 
 import pluggy
 
-from .catalogue import ModelEntry
 from .components import (
     GeneratorComponent,
     InjectorComponent,
     LossComponent,
+    ModelEntry,
     ValidatorComponent,
 )
 
@@ -77,3 +77,6 @@ def restorekit_catalogue() -> list[ModelEntry | dict[str, Any] | str | os.PathLi
     ``catalogue.toml``). A plugin's entry replaces a packaged entry of the same name; files named in
     ``$RESTOREKIT_CATALOGUE`` replace both.
     """
+
+
+CATALOGUE_HOOK = restorekit_catalogue.__name__

@@ -679,3 +679,20 @@ def test_a_component_that_contradicts_the_catalogue_entry_is_one_line() -> None:
 
     with pytest.raises(UserError, match=r"^bundled-rrdb-x4: 'srflow', but model 'bundled-rrdb-x4' is a 'rrdb' network$"):
         load("bundled-rrdb-x4", component="srflow")
+
+
+class BrokenCataloguePlugin:
+    @restorekit.hookimpl
+    def restorekit_catalogue(self) -> list[Any]:
+        raise RuntimeError("no network")
+
+
+def test_a_broken_catalogue_hook_breaks_only_its_plugin_and_is_traced(registry, capsys) -> None:
+    # collected by the registry like the component hooks: the other entries stay, the plugin shows as broken
+    registry.register(BrokenCataloguePlugin(), "badcat")
+    registry.pm.trace.root.setwriter(print)
+    registry.pm.enable_tracing()
+    entries = cat.load_catalogue(registry=registry)
+    assert "bundled-srflow-x4" in entries and "restorekit_catalogue" in capsys.readouterr().out
+    info = registry.plugins["badcat"]
+    assert info.status == "broken" and info.reason == "restorekit_catalogue failed: RuntimeError: no network"

@@ -7,7 +7,7 @@ import importlib.metadata as md
 import os
 import sys
 import warnings
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pluggy
 from pydantic import BaseModel
@@ -55,6 +55,7 @@ class PluginRegistry:
         self.plugins: dict[str, PluginInfo] = {}
         self.warnings: list[str] = []
         self._components: dict[Kind, dict[str, list[Resolved]]] = {k: {} for k in KINDS}
+        self._catalogue: list[tuple[str, list[Any]]] = []
         self._collected = False
         self._failed_once: set[tuple[str, str, str]] = set()
         if trace or os.environ.get(ENV_TRACE, "") not in ("", "0"):
@@ -157,6 +158,22 @@ class PluginRegistry:
         self.plugins[info.name] = info
 
     # -- collecting components -------------------------------------------------------------------------
+    def _each_plugin(self, hook: str) -> Iterator[tuple[PluginInfo, Any]]:
+        """``hook`` of each healthy plugin, one at a time through pluggy's hook caller (so --trace-plugins sees
+        the call); a hook that raises marks only its plugin broken."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            info = self.plugins.get(impl.plugin_name)
+            if info is None or info.status != "ok":
+                continue
+            others = [p for n, p in self.pm.list_name_plugin() if n != info.name and p is not None]
+            self.pm.trace.root.get("plugin")(info.name)  # names the plugin of the hook call traced next
+            try:
+                results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
+            except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
+                info.status, info.reason = "broken", f"{hook} failed: {one_line(exc)}"
+                continue
+            yield info, results[0] if results else None
+
     def _collect(self) -> None:
         if self._collected:
             return
@@ -165,16 +182,9 @@ class PluginRegistry:
             info.provides = {}
         for kind in KINDS:
             hook = HOOKS[kind]
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                info = self.plugins.get(impl.plugin_name)
-                if info is None or info.status != "ok":
-                    continue
-                # one plugin at a time, through pluggy's hook caller (so --trace-plugins sees the call)
-                others = [p for n, p in self.pm.list_name_plugin() if n != info.name and p is not None]
-                self.pm.trace.root.get("plugin")(info.name)  # names the plugin of the hook call traced next
+            for info, result in self._each_plugin(hook):
                 try:
-                    results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
-                    comps = self._check_components(kind, results[0] if results else None)
+                    comps = self._check_components(kind, result)
                 except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
                     info.status, info.reason = "broken", f"{hook} failed: {one_line(exc)}"
                     continue
@@ -183,6 +193,12 @@ class PluginRegistry:
                         Resolved(kind, comp, info.name, info.version)
                     )
                     info.provides.setdefault(kind, []).append(comp.name)
+        self._catalogue = []
+        for info, result in self._each_plugin(hookspecs.CATALOGUE_HOOK):
+            if result is not None and not isinstance(result, (list, tuple)):
+                info.status, info.reason = "broken", f"{hookspecs.CATALOGUE_HOOK} must return a list"
+                continue
+            self._catalogue.append((info.name, list(result or [])))
         # plugins that broke in a later hook must not keep components from earlier hooks
         broken = {n for n, i in self.plugins.items() if i.status != "ok"}
         for kind in KINDS:
@@ -215,6 +231,12 @@ class PluginRegistry:
         return list(result)
 
     # -- lookup ----------------------------------------------------------------------------------------
+    def catalogue_items(self) -> list[tuple[str, list[Any]]]:
+        """``(plugin, items)`` of each healthy plugin's ``restorekit_catalogue`` hook, as it returned them
+        (:mod:`restorekit.catalogue` reads them)."""
+        self._collect()
+        return [(name, items) for name, items in self._catalogue if self.plugins[name].status == "ok"]
+
     def names(self, kind: Kind) -> list[str]:
         self._collect()
         return sorted(self._components[kind])
