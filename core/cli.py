@@ -12,15 +12,23 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
+from .commands import CommandParser, suggestion
 from .errors import UserError
 
 EXIT_USER = 2
 
 
+class _TopParser(CommandParser):
+    """The top-level parser: a mistake is one line with a did-you-mean (the CLI names the program)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}{suggestion(self, message)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _TopParser(
         prog="restore-run",
         description="Run a restorekit pipeline (train, eval or infer) from a TOML spec.",
     )
@@ -370,6 +378,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_USER
 
     from .catalogue import quiet_downloads
+    from .data.io import IMAGE_SUFFIXES
     from .plan import make_plan
     from .spec import load_spec
 
@@ -378,6 +387,11 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         overrides.append(f"run.device={json.dumps(args.device)}")
     if args.resume is not None:
         overrides.append(f"train.resume={json.dumps(args.resume)}")
+    if args.pipeline.suffix.lower() in IMAGE_SUFFIXES:
+        import shlex
+
+        raise UserError(f"{args.pipeline}: an image, not a pipeline file; did you mean "
+                        f"`--input {shlex.quote(str(args.pipeline))}`?")
     spec = load_spec(args.pipeline, overrides)
     plan = make_plan(spec, _registry(args), source=str(args.pipeline))
     if args.dry_run:

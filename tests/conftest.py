@@ -45,11 +45,11 @@ def registry():
 def fakes(monkeypatch: pytest.MonkeyPatch):
     """The CLI resolves components in a registry holding the first-party plugins plus the fakes (tests/fakes.py);
     returns the :class:`fakes.FakePlugin` (it keeps every module it built)."""
-    import restorekit.cli as cli
+    import fakes as fakes_module
     from fakes import FakePlugin, make_registry
 
     plugin = FakePlugin()
-    monkeypatch.setattr(cli, "_registry", lambda args: make_registry(plugin))
+    monkeypatch.setattr(fakes_module, "CLI_REGISTRY", make_registry(plugin))  # what fakes.run passes to main()
     return plugin
 
 

@@ -197,8 +197,13 @@ def pipeline(tmp_path: Path, infer: dict[str, Any], *, component: str = "fakeflo
     return p
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
+CLI_REGISTRY: PluginRegistry | None = None
+"""The registry :func:`run` hands ``restore-run`` (the ``fakes`` fixture sets it; None: the entry points)."""
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str], *,
+        registry: PluginRegistry | None = None) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args], registry=registry or CLI_REGISTRY)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -31,7 +31,8 @@ def test_benchmark_command_table_json_and_compare(registry, tmp_path: Path, caps
     assert fwd["ms"] > 0 and fwd["megapixels_per_s"] == pytest.approx(2 * 32 * 32 / fwd["ms"] / 1e3)
     assert fwd["ms_per_image"] == pytest.approx(fwd["ms"] / 2)
     assert fwd["max_abs_diff"] <= 1e-5 and fwd["speedup_vs_plain"] > 0 and fwd["vs_bicubic"] > 0
-    assert fwd["memory_kind"] == "rss-sampled" and fwd["peak_mb"] >= 0
+    # the increase over what the case held before the call (a tiny forward: a few MB), not the process's RSS
+    assert fwd["memory_kind"] == "rss-sampled" and 0 <= fwd["peak_mb"] < 50
     assert data["machine"]["threads"] >= 1
 
     same = bench.compare(bench.read_json(out), bench.read_json(out))

@@ -29,7 +29,6 @@ from fakes import (
     srflow_tiny,
 )
 
-import restorekit.cli as cli
 from restorekit.latents import sample_latents
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -616,20 +615,17 @@ def test_examples_validate(example: Path, tmp_path: Path, capsys) -> None:
     reg = make_registry()
     if "hcflow" in components:  # the separately installed restorekit-hcflow plugin
         reg.register(pytest.importorskip("restorekit_hcflow.plugin"), "hcflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "_registry", lambda args: reg)
-        code, out, err = run([example, "--dry-run", *overrides], capsys)
+    code, out, err = run([example, "--dry-run", *overrides], capsys, registry=reg)
     assert code == 0, err
     assert f"mode: {spec.run.mode}" in out
 
 
-def test_example_sr_rrdb_runs_on_a_tiny_checkpoint(tmp_path: Path, images: Path, capsys,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_registry", lambda args: make_registry())
+def test_example_sr_rrdb_runs_on_a_tiny_checkpoint(tmp_path: Path, images: Path, capsys) -> None:
     ckpt = _tiny_checkpoint(tmp_path, "rrdb")
     sets = [f"networks.generator.checkpoint={json.dumps(str(ckpt))}", f"infer.inputs={json.dumps(str(images))}",
             f"infer.output_dir={json.dumps(str(tmp_path / 'out'))}", 'run.device="cpu"']
-    code, _, err = run([ROOT / "examples" / "sr_rrdb.toml"] + [a for s in sets for a in ("--set", s)], capsys)
+    code, _, err = run([ROOT / "examples" / "sr_rrdb.toml"] + [a for s in sets for a in ("--set", s)], capsys,
+                       registry=make_registry())
     assert code == 0, err
     assert len(list((tmp_path / "out").rglob("*.png"))) == 3
 

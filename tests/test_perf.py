@@ -4,7 +4,6 @@ sample batcher, torch.compile's fallback, tiled encoding of large images — eac
 from __future__ import annotations
 
 import copy
-import time
 
 from pathlib import Path
 
@@ -34,39 +33,54 @@ def test_layout_probe_keeps_outputs_equal() -> None:
     assert (got - ref).abs().max() <= 1e-5 and (cl - ref).abs().max() <= 1e-5
 
 
+class _Clock:
+    """A fake clock for the choosers' ``timer``: a call takes what the fake modules charge, never wall time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self, fn, device):
+        start = self.now
+        out = fn()
+        return self.now - start, out
+
+
 class _LayoutSensitive(nn.Module):
     """Gives a different answer in channels_last (and is made to look faster there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: _Clock | None = None) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 1)
+        self.clock = clock
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cl = self.conv.weight.is_contiguous(memory_format=torch.channels_last) and not self.conv.weight.is_contiguous()
-        if not cl:
-            time.sleep(0.003)
+        if self.clock is not None:
+            self.clock.now += 1.0 if cl else 3.0
         return self.conv(x) + (1.0 if cl else 0.0)
 
 
 def test_layout_probe_rejects_a_faster_layout_that_changes_the_output() -> None:
-    m = _LayoutSensitive()
+    clock = _Clock()
+    m = _LayoutSensitive(clock)
     with torch.no_grad():
-        assert perf.choose_layout(m, torch.rand(1, 3, 4, 4), min_weights=0) == "contiguous"
+        assert perf.choose_layout(m, torch.rand(1, 3, 4, 4), min_weights=0, timer=clock) == "contiguous"
+    assert clock.now > 0  # the probe ran (channels_last looked 3x faster)
     assert m.conv.weight.is_contiguous()
     tiny = _LayoutSensitive()
     assert perf.choose_layout(tiny, torch.rand(1, 3, 4, 4)) == "contiguous"  # too small to be worth a probe
 
 
 class _FakeFlow:
-    """decode() sleeps ``cost(n)`` for a batch of n latent sets; returns the top latent."""
+    """decode() charges ``cost(n)`` to the clock for a batch of n latent sets; returns the top latent."""
 
-    def __init__(self, cost) -> None:
-        self.cost, self.calls = cost, []
+    def __init__(self, cost, clock: _Clock) -> None:
+        self.cost, self.calls, self.clock = cost, [], clock
 
     def decode(self, lr, latents, cond=None):
         n = int(latents[0].shape[0])
         self.calls.append(n)
-        time.sleep(self.cost(n))
+        self.clock.now += self.cost(n)
         return latents[0] * 2
 
 
@@ -76,13 +90,14 @@ def _sets(n: int) -> list[list[torch.Tensor]]:
 
 def test_sample_batcher_batches_when_batching_pays_and_loops_when_not() -> None:
     lr = torch.zeros(1, 3, 2, 2)
-    cheap = _FakeFlow(lambda n: 0.02)  # a batch costs what one sample costs: batch everything
-    b = perf.SampleBatcher(max_chunk=4)
+    clock = _Clock()
+    cheap = _FakeFlow(lambda n: 0.02, clock)  # a batch costs what one sample costs: batch everything
+    b = perf.SampleBatcher(max_chunk=4, timer=clock)
     outs = b.decode(cheap, lr, _sets(12))
     assert [float(o[0, 0, 0, 0]) for o in outs] == [2.0 * i for i in range(12)]  # order kept
     assert b.chunks[("cpu", (1, 3, 2, 2))] == 4 and max(cheap.calls) == 4
-    dear = _FakeFlow(lambda n: 0.01 * n * n)  # per-sample cost grows with the batch: loop
-    b2 = perf.SampleBatcher()
+    dear = _FakeFlow(lambda n: 0.01 * n * n, clock)  # per-sample cost grows with the batch: loop
+    b2 = perf.SampleBatcher(timer=clock)
     outs = b2.decode(dear, lr, _sets(6))
     assert len(outs) == 6 and b2.chunks[("cpu", (1, 3, 2, 2))] == 1 and dear.calls == [1, 1, 2, 2]  # probed, settled
     dear.calls.clear()

@@ -308,7 +308,8 @@ def test_trainable_only_then_unfreeze_after_steps(images: Path, reg: PluginRegis
     assert [(e["step"], e["network"]) for e in events] == [(2, "generator")]
     assert "after_steps = 2" in events[0]["message"]
     state = torch.load(images / "out" / "checkpoints" / "step_4" / "state.pt", weights_only=True)
-    assert state["freeze"]["generator"]["mode"] == "full" and state["freeze"]["generator"]["unfrozen_at"] == 2
+    freeze = state["parts"]["freeze.generator"]
+    assert freeze["mode"] == "full" and freeze["unfrozen_at"] == 2
     grid = iio.imread(images / "out" / "images" / "step_0000004.png")
     assert grid.shape == (HEADER + 16, 5 * 16 + 4 * 2, 3)  # bicubic | three temperatures | HR (a training crop)
 
@@ -375,8 +376,8 @@ def test_nonfinite_loss_skips_the_update(images: Path, reg: PluginRegistry) -> N
     # no checkpoint while the streak lasts; Adam made 2 updates in 3 steps
     assert [s for s, _ in checkpoint_dirs(images / "out" / "checkpoints")] == [1, 3]
     state = torch.load(images / "out" / "checkpoints" / "step_3" / "state.pt", weights_only=True)
-    assert state["nonfinite"] == 0
-    adam = state["optimizers"]["sr"]["generator"]["state"]
+    assert state["state"]["nonfinite"] == 0
+    adam = state["parts"]["optimizers.sr.generator"]["state"]
     assert {float(v["step"]) for v in adam.values()} == {2.0}
     events = [r for r in records(images) if r.get("event") == "nonfinite"]
     assert [e["step"] for e in events] == [2] and "update skipped" in events[0]["message"]

@@ -24,10 +24,10 @@ class CommandParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose mistakes are one line with a did-you-mean, not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}{_suggestion(self, message)}")
+        raise UserError(f"{self.prog}: {message}{suggestion(self, message)}")
 
 
-def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+def suggestion(parser: argparse.ArgumentParser, message: str) -> str:
     """`` (did you mean --output?)`` for an unrecognised flag close to a known one."""
     if "unrecognized arguments:" not in message:
         return ""

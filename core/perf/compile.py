@@ -3,7 +3,7 @@ runs faster on the probe input."""
 
 from __future__ import annotations
 
-import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -33,9 +33,9 @@ def maybe_compile(
 ) -> tuple[nn.Module, str]:
     """``run.compile``: compile ``model`` in place (``nn.Module.compile``: its forward, or for a flow the
     submodules of :func:`_compile_targets`) and keep it only if the probe input runs faster; returns
-    ``(model, note)`` where ``note`` says what happened in one line (also printed to stderr when compiling is
-    not possible here)."""
-    say = warn or (lambda msg: print(f"restore-run: {msg}", file=sys.stderr))
+    ``(model, note)`` where ``note`` says what happened in one line (also a warning when compiling is not
+    possible here, which restore-run shows as one line)."""
+    say = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
     run = forward or (lambda m, x: m(x))
     x = probe_input(lr, int(getattr(model, "size_multiple", 1) or 1))
     device = lr.device

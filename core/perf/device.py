@@ -20,6 +20,10 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(dev)
 
 
+Timer = Callable[[Callable[[], Any], torch.device], tuple[float, Any]]
+"""How a chooser measures a call: ``timer(fn, device) -> (seconds, fn())``."""
+
+
 def _seconds(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     sync(device)
     t0 = time.perf_counter()

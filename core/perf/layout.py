@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .device import _GAIN, _seconds
+from .device import _GAIN, Timer, _seconds
 
 PROBE_SIDE = 64
 """Largest LR side of the layout probe's input crop."""
@@ -59,6 +59,7 @@ def choose_layout(
     tol: float = LAYOUT_TOLERANCE,
     rounds: int = 2,
     min_weights: int = PROBE_MIN_WEIGHTS,
+    timer: Timer = _seconds,
 ) -> str:
     """Put ``model`` in the faster memory layout for inputs like ``lr`` and return it ("channels_last" or
     "contiguous"); the caller keeps the choice.
@@ -66,7 +67,8 @@ def choose_layout(
     ``forward`` (default ``model``) is what is timed, on :func:`probe_input` of ``lr`` under no-grad; each layout
     runs ``rounds`` times after one warm-up run, interleaved, and the minimum counts. channels_last is kept only
     when its output equals the default layout's within ``tol`` and it is at least 5 % faster. Networks with fewer
-    than ``min_weights`` convolution weights are not probed (NCHW).
+    than ``min_weights`` convolution weights are not probed (NCHW). ``timer(fn, device) -> (seconds, fn())``
+    measures a call (a fake clock in tests).
     """
     device = lr.device
     if sum(p.numel() for p in model.parameters() if p.dim() == 4) < min_weights:
@@ -80,7 +82,7 @@ def choose_layout(
         for r in range(rounds + 1):
             for layout, inp in (("contiguous", x), ("channels_last", x_cl)):
                 to_layout(model, layout)
-                t, out = _seconds(lambda: fn(inp), device)
+                t, out = timer(lambda: fn(inp), device)
                 if r == 0:
                     outs[layout] = _first(out)
                 else:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .device import _GAIN, _seconds
+from .device import _GAIN, Timer, _seconds
 
 
 @dataclass
@@ -17,10 +17,12 @@ class SampleBatcher:
     """Chooses how many latent sets of one LR image to decode per call (see the module docstring).
 
     ``max_chunk`` bounds the batch (memory); ``chunks`` maps (device, LR shape) to the settled chunk size,
-    ``probing`` holds an unfinished probe (next chunk, best chunk, its seconds per sample).
+    ``probing`` holds an unfinished probe (next chunk, best chunk, its seconds per sample); ``timer`` measures a
+    call (``timer(fn, device) -> (seconds, fn())``; a fake clock in tests).
     """
 
     max_chunk: int = 16
+    timer: Timer = _seconds
     chunks: dict[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
     probing: dict[tuple[str, tuple[int, ...]], tuple[int, int, float]] = field(default_factory=dict)
 
@@ -56,7 +58,7 @@ class SampleBatcher:
                 part = sets[i : i + chunk]
                 if len(part) < chunk:  # a short last chunk says nothing about the full size
                     break
-                t, res = _seconds(lambda: self._run(model, lr, part, kw), lr.device)
+                t, res = self.timer(lambda: self._run(model, lr, part, kw), lr.device)
                 outs.extend(res)
                 i += len(part)
                 per = min(per, t / len(part))

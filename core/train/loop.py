@@ -21,7 +21,7 @@ from ..runtime import DistContext, NetworkView, seed_everything
 from ..spec import TrainSpec
 from .freeze import Unfreezer, check_only, make_freeze
 from .logging import RunLog, Totals, progress_postfix
-from .persist import refuse_earlier_run, resume_candidates, resume_training, save_training
+from .persist import Checkpointed, refuse_earlier_run, resume_candidates, resume_training, save_training
 from .schedules import active, apply_lr
 from .setup import amp_dtype, build_component, build_trained_network, geometry, make_optimizers
 from .stages import Stages
@@ -52,7 +52,6 @@ class Trainer:
         self.total = self.cfg.steps
         self.state = TrainingState()
         self.last_loss: float | None = None
-        self.last_saved: int | None = None
         amp = amp_dtype(self.spec.run.precision)
 
         seed_everything(self.seed)
@@ -96,6 +95,21 @@ class Trainer:
             seed=self.seed, rank=ctx.rank, world=ctx.world, pin_memory=device.type == "cuda",
         )
         self.image_network = plan.validators[0].spec.network if plan.validators else primary
+        parts: dict[str, Any] = {f"optimizers.{s}.{n}": o for s, m in self.optimizers.items() for n, o in m.items()}
+        parts.update({f"freeze.{n}": f for n, f in self.freeze.items()}, data=self.stream)
+        if self.steps.scaler is not None:
+            parts["scaler"] = self.steps.scaler
+        self.checkpointed = Checkpointed(
+            source=src, out=self.out, ctx=ctx, seed=self.seed, networks=self.networks, state=self.state, parts=parts,
+            files={n: (p.component.name, p.params.model_dump(mode="json")) for n, p in plan.networks.items()},
+            ema=self.steps.ema, ema_decay=float(self.cfg.ema or 0.999), keep_last=self.cfg.keep_last,
+            best=(self.cfg.best_metric, self.cfg.best_mode), after_load=self._after_load,
+        )
+
+    def _after_load(self) -> None:
+        for name, fr in self.freeze.items():
+            fr.apply(self.networks[name])
+        self.wrap_all()
 
     def wrap_all(self) -> None:
         for view in self.views.values():
@@ -120,7 +134,7 @@ class Trainer:
         removed = (clean_temporaries(self.out / CHECKPOINTS, all_stale=holds_lock(self.out))
                    if self.ctx.main else [])
         if candidates is not None:
-            resume, skipped = resume_training(self, candidates, fallback=self.cfg.resume == "auto")
+            resume, skipped = resume_training(self.checkpointed, candidates, fallback=self.cfg.resume == "auto")
         else:
             self.wrap_all()
             seed_everything(self.seed + self.ctx.rank)  # rank r draws from seed + r
@@ -171,13 +185,13 @@ class Trainer:
                 every = cfg.checkpoint_every
                 due = (every and st.step % every == 0 and st.step < self.total) or new_best
                 if due and st.nonfinite == 0:  # never replace good checkpoints during a non-finite streak
-                    save_training(self)
+                    save_training(self.checkpointed, self.log.record)
         finally:
             bar.close()
         if self.validation.enabled and st.last_val.get("_step") != st.step:
             self._validate()
-        if self.last_saved != st.step:
-            save_training(self)
+        if self.checkpointed.last_saved != st.step:
+            save_training(self.checkpointed, self.log.record)
         self._write_generators()
         self.ctx.barrier()
         self.log.console(f"training done: {st.step} steps, output in {self.out}")

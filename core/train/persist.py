@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
+from torch import nn
 
 from ..checkpoint import (
     CHECKPOINTS,
@@ -25,70 +26,80 @@ from ..checkpoint import (
     save_generator,
     write_checkpoint_dir,
 )
-from ..files import write_text
 from ..errors import UserError
-from ..runtime import seed_everything
+from ..files import write_text
+from ..runtime import DistContext, seed_everything
 from .logging import METRICS_FILE
-from .state import EMA, rng_state, set_rng_state
+from .state import EMA, TrainingState, rng_state, set_rng_state
 
-if TYPE_CHECKING:
-    from .loop import Trainer
-
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
-def _training_state(t: Trainer, rngs: list[Any]) -> dict[str, Any]:
-    """Everything in ``state.pt``: the trainer's counters plus each stateful part's ``state_dict()``."""
-    scaler = t.steps.scaler
-    return {
-        "version": STATE_VERSION,
-        **t.state.state_dict(),
-        "optimizers": {s: {n: o.state_dict() for n, o in m.items()} for s, m in t.optimizers.items()},
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "freeze": {n: f.state_dict() for n, f in t.freeze.items()},
-        "rng": rngs,
-        "data": t.stream.state_dict(),
-        "world": t.ctx.world,
-        "ema": sorted(t.steps.ema),
-    }
+class Stateful(Protocol):
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any, /) -> Any: ...
 
 
-def save_training(t: Trainer) -> None:
+@dataclass
+class Checkpointed:
+    """What a trainer hands persistence, listed once: the networks (with the component name and params their
+    files record) and the EMA copies, ``state`` (the counters), ``parts`` (every other stateful part by name:
+    ``"optimizers.<step>.<network>"``, ``"scaler"``, ``"freeze.<network>"``, ``"data"``; each saved with its
+    ``state_dict()`` and restored with ``load_state_dict()``) and ``after_load`` (what must follow a restore:
+    freeze rules re-applied, DDP re-wrapped). A new stateful part is one more entry in ``parts``."""
+
+    source: str
+    out: Path
+    ctx: DistContext
+    seed: int
+    networks: Mapping[str, nn.Module]
+    files: Mapping[str, tuple[str, dict[str, Any]]]  # network -> (component, params) written with its weights
+    state: TrainingState
+    parts: Mapping[str, Stateful]
+    ema: dict[str, EMA]
+    ema_decay: float
+    keep_last: int
+    best: tuple[str | None, str]  # train.best_metric, train.best_mode
+    after_load: Callable[[], None]
+    last_saved: int | None = None
+
+
+def save_training(c: Checkpointed, record: Callable[[dict[str, Any]], None]) -> None:
     """Write ``checkpoints/step_<N>`` (rank 0; every rank contributes its RNG state)."""
-    rngs = t.ctx.gather(rng_state())
-    t.last_saved = t.state.step
-    if not t.ctx.main:
+    rngs = c.ctx.gather(rng_state())
+    c.last_saved = c.state.step
+    if not c.ctx.main:
         return
-    state = _training_state(t, rngs)
-    best = t.state.best
+    state = {"version": STATE_VERSION, "state": c.state.state_dict(),
+             "parts": {name: part.state_dict() for name, part in c.parts.items()},
+             "rng": rngs, "world": c.ctx.world, "ema": sorted(c.ema)}
+    best = c.state.best
     meta = {
-        "step": t.state.step,
-        "networks": {n: p.component.name for n, p in t.plan.networks.items()},
-        "ema": sorted(t.steps.ema),
-        "metrics": {k: v for k, v in t.state.last_val.items() if not k.startswith("_")},
+        "step": c.state.step,
+        "networks": {n: comp for n, (comp, _) in c.files.items()},
+        "ema": sorted(c.ema),
+        "metrics": {k: v for k, v in c.state.last_val.items() if not k.startswith("_")},
         "best": dict(best),
         "time": time.time(),
     }
 
     def write(tmp: Path) -> None:
-        for n, net in t.networks.items():
-            p = t.plan.networks[n]
-            save_generator(tmp / f"{n}.safetensors", net, p.component.name, p.params.model_dump(mode="json"))
-        for n, e in t.steps.ema.items():
-            p = t.plan.networks[n]
-            save_generator(tmp / f"{n}.ema.safetensors", e.module, p.component.name, p.params.model_dump(mode="json"))
+        for n, net in c.networks.items():
+            save_generator(tmp / f"{n}.safetensors", net, *c.files[n])
+        for n, e in c.ema.items():
+            save_generator(tmp / f"{n}.ema.safetensors", e.module, *c.files[n])
         torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
 
-    root = t.out / CHECKPOINTS
-    path = write_checkpoint_dir(root, t.state.step, write)
+    root = c.out / CHECKPOINTS
+    path = write_checkpoint_dir(root, c.state.step, write)
     keep = {int(best["step"])} if best.get("step") is not None else set()
-    prune_checkpoints(root, t.cfg.keep_last, keep)
+    prune_checkpoints(root, c.keep_last, keep)
     if best.get("step") is not None:
         write_text(root / "best.json", json.dumps(
-            {"metric": t.cfg.best_metric, "mode": t.cfg.best_mode, **best,
-             "path": str(root / f"step_{best['step']}")}, indent=2))
-    t.log.record({"step": t.state.step, "kind": "event", "event": "checkpoint", "path": str(path)})
+            {"metric": c.best[0], "mode": c.best[1], **best, "path": str(root / f"step_{best['step']}")}, indent=2))
+    record({"step": c.state.step, "kind": "event", "event": "checkpoint", "path": str(path)})
 
 
 @dataclass
@@ -102,10 +113,10 @@ class CheckpointData:
     ema: dict[str, dict[str, torch.Tensor]]
 
 
-_STATE_KEYS = ("optimizers", "freeze", "rng", "data", "world", "ema")
+_STATE_KEYS = ("version", "state", "parts", "rng", "world", "ema")
 
 
-def read_checkpoint(t: Trainer, folder: Path) -> CheckpointData:
+def read_checkpoint(c: Checkpointed, folder: Path) -> CheckpointData:
     """Read every file of ``folder``. A missing, empty, truncated or garbled file (or weights that do not fit the
     networks) raises :class:`UnreadableCheckpoint` naming it; a pickle payload :class:`UnsafeCheckpoint`; a
     checkpoint of other networks than the spec's a plain :class:`UserError`."""
@@ -117,64 +128,57 @@ def read_checkpoint(t: Trainer, folder: Path) -> CheckpointData:
     if not isinstance(meta, dict):
         raise UnreadableCheckpoint(f"{meta_path}: not a JSON object")
     state = safe_torch_load(folder / STATE_FILE)
-    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
-        raise UnreadableCheckpoint(f"{folder / STATE_FILE}: not a restorekit training state")
-    names = {n: p.component.name for n, p in t.plan.networks.items()}
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS) or state["version"] != STATE_VERSION:
+        raise UnreadableCheckpoint(f"{folder / STATE_FILE}: not a restorekit training state (version {STATE_VERSION})")
+    names = {n: comp for n, (comp, _) in c.files.items()}
     if meta.get("networks") != names:
-        raise UserError.at(t.source, "train.resume", f"{folder} holds networks {meta.get('networks')}, the spec has {names}")
+        raise UserError.at(c.source, "train.resume", f"{folder} holds networks {meta.get('networks')}, the spec has {names}")
 
     def weights(name: str, file: str) -> dict[str, torch.Tensor]:
         sd = read_state_dict(folder / file)
-        own = t.networks[name].state_dict()
+        own = c.networks[name].state_dict()
         bad = sorted(set(own) ^ set(sd)) or [k for k in own if tuple(own[k].shape) != tuple(sd[k].shape)]
         if bad:
             raise UnreadableCheckpoint(f"{folder / file}: does not fit networks.{name} (e.g. {bad[0]})")
         return sd
 
-    ema_names = [n for n in state["ema"] if n in t.networks]
+    ema_names = [n for n in state["ema"] if n in c.networks]
     return CheckpointData(
         folder, meta, state,
-        {n: weights(n, f"{n}.safetensors") for n in t.networks},
+        {n: weights(n, f"{n}.safetensors") for n in c.networks},
         {n: weights(n, f"{n}.ema.safetensors") for n in ema_names},
     )
 
 
-def apply_checkpoint(t: Trainer, ck: CheckpointData) -> None:
-    """Resume from a read checkpoint: weights, EMA, freeze, optimizers, scaler, counters, data position and RNGs
-    (a different world size reseeds each rank from the seed and the step instead)."""
+def apply_checkpoint(c: Checkpointed, ck: CheckpointData) -> None:
+    """Resume from a read checkpoint: weights, EMA, every named part the checkpoint holds, counters and RNGs (a
+    different world size reseeds each rank from the seed and the step instead)."""
     state = ck.state
-    for n, net in t.networks.items():
+    for n, net in c.networks.items():
         net.load_state_dict(ck.weights[n])
     for n, sd in ck.ema.items():
-        e = EMA(t.networks[n], float(t.cfg.ema or 0.999))
+        e = EMA(c.networks[n], c.ema_decay)
         e.module.load_state_dict(sd)
-        t.steps.ema[n] = e
-    for n, fs in state["freeze"].items():
-        if n in t.freeze:
-            t.freeze[n].load_state_dict(fs)
-            t.freeze[n].apply(t.networks[n])
-    t.wrap_all()
-    for s, m in state["optimizers"].items():
-        for n, sd in m.items():
-            t.optimizers[s][n].load_state_dict(sd)
-    if t.steps.scaler is not None and state["scaler"] is not None:
-        t.steps.scaler.load_state_dict(state["scaler"])
-    t.state.load_state_dict(state)
-    t.stream.load_state_dict(state["data"])
-    t.last_saved = t.state.step
+        c.ema[n] = e
+    for name, part in c.parts.items():
+        if name in state["parts"]:
+            part.load_state_dict(state["parts"][name])
+    c.after_load()
+    c.state.load_state_dict(state["state"])
+    c.last_saved = c.state.step
     rngs = state["rng"]
-    if int(state["world"]) == t.ctx.world and t.ctx.rank < len(rngs):
-        set_rng_state(rngs[t.ctx.rank])
+    if int(state["world"]) == c.ctx.world and c.ctx.rank < len(rngs):
+        set_rng_state(rngs[c.ctx.rank])
     else:
-        seed_everything(t.seed + t.ctx.rank + 7919 * t.state.step)
+        seed_everything(c.seed + c.ctx.rank + 7919 * c.state.step)
 
 
-def load_training(t: Trainer, folder: Path) -> None:
+def load_training(c: Checkpointed, folder: Path) -> None:
     """Resume from ``folder`` (one line naming the file at fault when it cannot be read)."""
-    resume_training(t, [folder], fallback=False)
+    resume_training(c, [folder], fallback=False)
 
 
-def resume_training(t: Trainer, folders: list[Path], *, fallback: bool = True) -> tuple[Path, list[tuple[Path, str]]]:
+def resume_training(c: Checkpointed, folders: list[Path], *, fallback: bool = True) -> tuple[Path, list[tuple[Path, str]]]:
     """Resume from the first readable checkpoint of ``folders`` (newest first). With ``fallback``, an unreadable
     one (empty or truncated ``state.pt``, garbled ``meta.json``, a broken weights file) is skipped with a warning
     naming it and the previous one is tried; a pickle payload stops the run (not a safe checkpoint). Returns the
@@ -182,20 +186,20 @@ def resume_training(t: Trainer, folders: list[Path], *, fallback: bool = True) -
     skipped: list[tuple[Path, str]] = []
     for folder in folders:
         try:
-            ck = read_checkpoint(t, folder)
+            ck = read_checkpoint(c, folder)
         except UnsafeCheckpoint as exc:
-            raise UserError.at(t.source, "train.resume", exc) from None
+            raise UserError.at(c.source, "train.resume", exc) from None
         except UnreadableCheckpoint as exc:
             if not fallback:
-                raise UserError.at(t.source, "train.resume", exc) from None
+                raise UserError.at(c.source, "train.resume", exc) from None
             skipped.append((folder, str(exc)))
-            if t.ctx.main:
-                print(f"restore-run: warning: train.resume: skipped {folder.name}: {exc}", file=sys.stderr)
+            if c.ctx.main:
+                warnings.warn(f"train.resume: skipped {folder.name}: {exc}", stacklevel=2)
             continue
-        apply_checkpoint(t, ck)
+        apply_checkpoint(c, ck)
         return folder, skipped
     listed = "; ".join(f"{f.name}: {why}" for f, why in skipped)
-    raise UserError.at(t.source, "train.resume", f"no readable checkpoint ({listed})")
+    raise UserError.at(c.source, "train.resume", f"no readable checkpoint ({listed})")
 
 
 def resume_candidates(resume: str | Path, out: Path) -> list[Path] | None:
@@ -236,5 +240,5 @@ def _one_line(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:200]
 
 
-__all__ = ["CheckpointData", "apply_checkpoint", "load_training", "read_checkpoint", "refuse_earlier_run",
+__all__ = ["CheckpointData", "Checkpointed", "apply_checkpoint", "load_training", "read_checkpoint", "refuse_earlier_run",
            "resume_candidates", "resume_training", "save_training"]
