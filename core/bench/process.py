@@ -74,23 +74,24 @@ def _memory_child(spec: str) -> None:
 
 
 def _job_fn(job: MemoryJob, module: nn.Module, device: torch.device, fast: bool) -> Callable[[], Any]:
-    from ..perf import fast_inference, to_layout, training_step
+    from ..perf import fast_inference, to_layout
 
     if job.path.startswith("train"):
+        from .training import TrainerStep
+
         lr, hr = _train_batch(job.batch, job.lr, job.scale, job.seed, device)
         module.train()  # a loaded or exercised flow (models._exercise_flow): data-dependent layers initialised
-        if job.path != "train-all":
-            freeze_as_scheduled(module, job.switches)
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = fast and job.path == "train-ckpt"  # type: ignore[assignment]
         amp = _train_autocast(device, job.precision)
         if fast:
-            step = training_step(module, lambda m: _train_loss(m, hr, lr, job.flow), lr_like=lr, autocast=amp,
-                                 switches=job.switches,
-                                 optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-5), layout=job.layout)
+            step = TrainerStep(module, job.switches, flow=job.flow, lr=lr, hr=hr, precision=job.precision,
+                               frozen=job.path != "train-all")
             with torch.no_grad(), amp:  # frozen parts choose their layout at their first call: a one-time
                 _train_loss(module, hr, lr, job.flow)  # probe, not part of a step's memory
             return step
+        if job.path != "train-all":
+            freeze_as_scheduled(module, job.switches)
         return _plain_step(module, hr, lr, job.flow, amp)
     gen = torch.Generator().manual_seed(job.seed)
     lr = torch.rand(job.batch, 3, job.lr, job.lr, generator=gen).to(device)

@@ -20,7 +20,7 @@ The plain path (NCHW, no caching, one decode per sample) is what ``restore-run -
 against, in the same process (``docs/performance.md``).
 
 Where things live: :mod:`.layout` (the layout probe), :mod:`.sampling` (:class:`SampleBatcher`),
-:mod:`.training` (fused optimisers, :class:`TrainingStep`), :mod:`.switches` (module switches),
+:mod:`.training` (fused optimisers), :mod:`.switches` (module switches),
 :mod:`.frozen` (frozen parts of a trained network in their own faster layout), :mod:`.device` (``sync``, TF32, pinned copies), :mod:`.compile` (:func:`maybe_compile`). Every public name is
 importable from ``restorekit.perf``.
 """
@@ -42,19 +42,16 @@ from .layout import (
 )
 from .sampling import SampleBatcher
 from .switches import fast_inference, lean_training, set_switches
-from .training import TrainingStep, fast_adam, fused_optimizer, training_step
+from .training import fused_optimizer
 
 __all__ = [
     "FrozenLayouts",
     "LAYOUT_TOLERANCE",
     "PROBE_MIN_WEIGHTS",
-    "TrainingStep",
-    "fast_adam",
     "fast_inference",
     "frozen_parts",
     "fused_optimizer",
     "lean_training",
-    "training_step",
     "PROBE_SIDE",
     "SampleBatcher",
     "choose_layout",
