@@ -89,24 +89,21 @@ def is_cached(entry: ModelEntry) -> bool:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock (a file in ``<cache>/locks``, POSIX) so that two processes never write the same download."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
-        yield
-        return
+    """An exclusive lock (``filelock``: a file in ``<cache>/locks``, on every platform) so that two processes never
+    write the same download."""
+    import filelock
+
     folder = ensure_dir(cache_dir() / "locks", CACHE_WHAT)
     lock = folder / (hashlib.sha1(str(path).encode()).hexdigest()[:16] + ".lock")
+    held = filelock.FileLock(str(lock))
     try:
-        f = open(lock, "a+b")
+        held.acquire()
     except OSError as exc:
         raise UserError(f"{CACHE_WHAT}: {lock}: cannot create the lock file ({exc.strerror or exc})") from None
-    with f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        held.release()
 
 
 def fetch(entry: ModelEntry, *, retries: int = 2) -> Path:
