@@ -181,4 +181,10 @@ class NetworkView:
         return attr
 
 
-__all__ = ["DistContext", "NetworkView", "broadcast_from_rank0", "seed_everything", "unwrap"]
+
+def amp_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``run.precision`` (None for fp32), one meaning for training and inference on every
+    device (the plan checked that fp16 runs on CUDA)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+__all__ = ["DistContext", "NetworkView", "amp_dtype", "broadcast_from_rank0", "seed_everything", "unwrap"]

@@ -250,7 +250,7 @@ def test_temperature_map_scales_the_noise_per_pixel(tmp_path: Path, fakes: FakeP
     mean = read(tmp_path / "out" / "a_t0_s0_seed0.png").astype(float)
     hot = read(tmp_path / "out" / "a_t0.9_s0_seed0.png").astype(float)
     diff = np.abs(hot - mean)
-    # cold left part equals the mean image (the map is resized bilinearly to HR, then area-pooled per level)
+    # cold left part equals the mean image (the map is area-resized to HR, then per level)
     assert diff[:, :12].max() == 0 and diff[:, 20:].mean() > 5
     assert json.loads((tmp_path / "out" / "samples.json").read_text())["outputs"]["a_t0.9_s0_seed0.png"]["temperature_map"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -45,15 +44,10 @@ def _entries_from_table(models: Mapping[str, Any], source: str) -> dict[str, Mod
 
 def read_catalogue_file(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
     """Entries of one catalogue TOML file (``[models.<name>]`` tables)."""
+    from ..spec import format_validation_error, read_toml
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: catalogue file not found")
-    try:
-        with p.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{p}: TOML syntax error: {exc}") from None
-    from ..spec import format_validation_error
+    data = read_toml(p, "catalogue file")
 
     try:
         parsed = _CatalogueFile.model_validate(data)

@@ -22,12 +22,13 @@ from ..latents import (
     normalize_latents,
     sample_latents,
     scale_latents,
+    temperature_at,
     transfer_latents,
     zeros_like_latents,
 )
 from ..padding import run_padded
 from ..plan import Plan, build_network, check_infer_model
-from ..runtime import DistContext, unwrap
+from ..runtime import DistContext, amp_dtype, unwrap
 from ..perf import choose_layout, fast_inference, in_layout, maybe_compile
 from ..tiling import (
     Tile,
@@ -54,10 +55,10 @@ def batch_shapes(model: Any, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Inference autocast: bf16/fp16 on CUDA only (CPU runs in fp32)."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
+    """Inference autocast: ``run.precision`` means what it means in training (bf16 on any device, fp16 on CUDA,
+    which the plan checked)."""
+    dtype = amp_dtype(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Runner:
     def _tmap_for(self, hr_hw: tuple[int, int], padded_hw: tuple[int, int]) -> Tensor | None:
         if self.tmap is None:
             return None
-        m = F.interpolate(self.tmap.to(self.device), size=hr_hw, mode="bilinear", align_corners=False)
+        m = temperature_at(self.tmap.to(self.device), hr_hw)  # the resize SRFlowNet.forward uses too
         ph, pw = padded_hw[0] - hr_hw[0], padded_hw[1] - hr_hw[1]
         return F.pad(m, (0, pw, 0, ph), mode="replicate") if ph or pw else m
 

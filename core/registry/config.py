@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -100,17 +99,9 @@ def packaged_registry_path() -> Path:
 
 def read_registry_config(path: Path, *, source: str | None = None) -> RegistryConfig:
     """A registry file; its settings remember ``source`` (default: the path) as their origin."""
-    from ..spec import format_validation_error
+    from ..spec import format_validation_error, read_toml
 
-    if not path.is_file():
-        raise UserError.at(path, None, "registry file not found")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError.at(path, None, f"TOML syntax error: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError.at(path, None, f"cannot read ({exc})") from None
+    data = read_toml(path, "registry file")
     try:
         config = RegistryConfig.model_validate(data)
     except ValidationError as exc:

@@ -105,9 +105,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
+    """The tables of a TOML file (pipeline, registry, catalogue); a missing or broken one is one line naming it."""
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{path}: {what} not found")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import UserError
 from ..perf import fused_optimizer, lean_training
 from ..plan import ComponentPlan, NetworkPlan, StepPlan, build_network
+from ..runtime import amp_dtype
 
 
 @contextlib.contextmanager
@@ -31,11 +32,6 @@ def build_component(comp: ComponentPlan, source: str, where: str, *args: Any) ->
         return comp.build(*args)
     except UserError as exc:
         raise UserError.at(source, where, exc) from None
-
-
-def amp_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of ``run.precision`` (None for fp32; the plan checked that fp16 runs on CUDA)."""
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def build_trained_network(net_plan: NetworkPlan, device: torch.device, gradient_checkpointing: bool) -> nn.Module:
