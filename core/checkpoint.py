@@ -64,7 +64,7 @@ def read_state_dict(path: str | os.PathLike[str], *, header_only: bool = False) 
     Pickles that would execute code are refused. Floating tensors come back as float32. ``header_only``: the
     names and shapes only, as tensors on the meta device (safetensors: the header; other files:
     ``torch.load(mmap=True)``, which maps the file without reading the tensors) — what detecting a component and
-    reading params off the shapes need.
+    reading params off the shapes need (dtypes are not kept).
     """
     p = Path(path)
     if not p.is_file():
@@ -78,26 +78,13 @@ def read_state_dict(path: str | os.PathLike[str], *, header_only: bool = False) 
                 raw: Any = load_file(str(p))
             else:
                 with safe_open(str(p), framework="pt") as f:
-                    raw = {k: _meta(f.get_slice(k).get_shape(), f.get_slice(k).get_dtype()) for k in f.keys()}
+                    raw = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise UnreadableCheckpoint(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
     else:
         raw = safe_torch_load(p, mmap=header_only)
     sd = canonicalize_state_dict(raw, source=str(p), cast=not header_only)
-    return {k: torch.empty(v.shape, dtype=_float32(v.dtype), device="meta") for k, v in sd.items()} if header_only else sd
-
-
-def _float32(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype.is_floating_point else dtype
-
-
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
-
-
-def _meta(shape: list[int], dtype: str) -> Tensor:
-    return torch.empty(shape, dtype=_SAFETENSORS_DTYPES.get(dtype, torch.float32), device="meta")
+    return {k: torch.empty(v.shape, device="meta") for k, v in sd.items()} if header_only else sd
 
 
 class UnreadableCheckpoint(UserError):

@@ -37,7 +37,6 @@ class TrainerStep:
         from ..runtime import DistContext
         from ..spec import StepSpec, TrainSpec
         from ..train import Freeze, RunLog, TrainingState
-        from ..train.logging import Totals
         from ..train.setup import amp_dtype
         from ..train.step import StepRunner
 
@@ -71,7 +70,6 @@ class TrainerStep:
             losses={"bench": [(c, c.build()) for c in self.plan.losses]}, amp_dtype=amp_dtype(precision), single=True,
         )
         self.log = RunLog(Path(tempfile.gettempdir()), enabled=False, tensorboard=False, resume_step=None)  # writes nothing
-        self.totals_type = Totals
         self.lr, self.hr = lr, hr
         self.layout = "contiguous"  # the trainer's networks stay NCHW; frozen parts take their own layout
 
@@ -83,7 +81,9 @@ class TrainerStep:
         return f"trainer step{frozen}, adam={kind}" + (", lean_training" if self.lean else "")
 
     def __call__(self) -> Tensor:
-        totals = self.totals_type()
+        from ..train.logging import Totals
+
+        totals = Totals()
         self.runner.run(self.plan, [{"lq": self.lr, "hq": self.hr}], 0, totals, self.log)
         return torch.tensor(totals.values.get("loss", float("nan")))
 
