@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,7 @@ class Trainer:
         self.log.event(step, "stop", f"training stopped: {n} non-finite losses in a row (train.max_nonfinite = "
                        f"{self.cfg.max_nonfinite}); {where}")
         if self.ctx.main:
-            print(f"restore-run: training stopped at step {step}: {n} non-finite losses in a row; {where}",
-                  file=sys.stderr)
+            warnings.warn(f"training stopped at step {step}: {n} non-finite losses in a row; {where}", stacklevel=2)
         self.ctx.barrier()
         return self._result(1)
 
