@@ -173,11 +173,6 @@ def apply_checkpoint(c: Checkpointed, ck: CheckpointData) -> None:
         seed_everything(c.seed + c.ctx.rank + 7919 * c.state.step)
 
 
-def load_training(c: Checkpointed, folder: Path) -> None:
-    """Resume from ``folder`` (one line naming the file at fault when it cannot be read)."""
-    resume_training(c, [folder], fallback=False)
-
-
 def resume_training(c: Checkpointed, folders: list[Path], *, fallback: bool = True) -> tuple[Path, list[tuple[Path, str]]]:
     """Resume from the first readable checkpoint of ``folders`` (newest first). With ``fallback``, an unreadable
     one (empty or truncated ``state.pt``, garbled ``meta.json``, a broken weights file) is skipped with a warning
@@ -240,5 +235,5 @@ def _one_line(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:200]
 
 
-__all__ = ["CheckpointData", "Checkpointed", "apply_checkpoint", "load_training", "read_checkpoint", "refuse_earlier_run",
+__all__ = ["CheckpointData", "Checkpointed", "apply_checkpoint", "read_checkpoint", "refuse_earlier_run",
            "resume_candidates", "resume_training", "save_training"]
