@@ -149,3 +149,19 @@ def test_a_flag_that_does_nothing_in_its_mode_is_one_line(tmp_path: Path, capsys
     out, err = capsys.readouterr()
     assert err.strip().splitlines() == [f"restore-run: error: {message.replace('p.toml', str(tmp_path / 'p.toml'))}"]
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ouptut", "out", "p.toml"], "unrecognized arguments: --ouptut p.toml (did you mean --output?)"),
+        (["photo.png"], "photo.png: an image, not a pipeline file; did you mean `--input photo.png`?"),
+        (["My Photo.JPG"], "My Photo.JPG: an image, not a pipeline file; did you mean `--input 'My Photo.JPG'`?"),
+    ],
+)
+def test_top_level_mistakes_are_one_line_with_a_suggestion(tmp_path: Path, capsys, monkeypatch, argv, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / argv[-1]).write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")  # not UTF-8: no decoding error may show
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"restore-run: error: {message}\n", err
