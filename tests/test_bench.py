@@ -138,6 +138,7 @@ def test_rss_sampler_sees_a_large_allocation() -> None:
     assert kind == "rss-sampled" and 200 <= mb <= 400
 
 
+@pytest.mark.slow
 def test_process_memory_measures_the_path_in_a_fresh_process(tmp_path: Path) -> None:
     torch.manual_seed(0)
     saved = tmp_path / "m.pt"

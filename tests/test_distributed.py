@@ -86,6 +86,7 @@ def train_records(out: Path) -> list[dict[str, float]]:
     return [r for r in map(json.loads, lines) if r["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(project: Path) -> None:
     cli = restore_run()
     ddp = subprocess.Popen(

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from fakes import build_copy
 
 
@@ -41,6 +42,7 @@ def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
     assert "[restorekit.plugins]" in text and "restore-run = restorekit.cli:main" in text
 
 
+@pytest.mark.slow
 def test_third_party_plugin_installs_and_runs_without_touching_restorekit(tmp_path: Path, sample_png) -> None:
     """pip-install examples/third_party_plugin (into a target folder on PYTHONPATH) and run a pipeline."""
     site = tmp_path / "site"

@@ -131,6 +131,7 @@ def finish(proc: subprocess.Popen[str]) -> None:
     assert proc.returncode == 0, err[-2000:]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(project: Path) -> None:
     reference = launch(project, 'run.output_dir="ref"')
     victim = launch(project, 'run.output_dir="killed"', "steps.sr.injectors.zz.params.seconds=0.25")

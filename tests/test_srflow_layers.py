@@ -319,7 +319,8 @@ def test_conditional_features_are_reused_and_the_cache_follows_weight_changes() 
         assert torch.allclose(changed, net.decode(lr, zs), atol=1e-6) and not torch.allclose(changed, first)
 
 
-@pytest.mark.parametrize("h, w, f", [(1, 1, 2), (3, 5, 2), (6, 4, 2), (1, 1, 4), (3, 2, 4), (2, 3, 8)])
+@pytest.mark.parametrize("h, w, f", [(1, 1, 2), (3, 5, 2), (6, 4, 2), (1, 1, 4), (3, 2, 4),
+                                     pytest.param(2, 3, 8, marks=pytest.mark.slow)])
 def test_factored_map_convolution_is_the_full_convolution(h: int, w: int, f: int) -> None:
     # [dense, up_f(low)] convolved with the upsampled part at the small size: values and every gradient
     import torch.nn.functional as F
