@@ -29,11 +29,11 @@ from .cache import (
     model_path,
     sources,
 )
+from ..components import Mirror
 from .download import CHUNK, TIMEOUT_S, download, quiet_downloads
 from .entries import (
     ENV_CATALOGUE,
     HOOK,
-    Mirror,
     ModelEntry,
     check_component,
     check_loaded,

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import urllib.parse
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..components import Mirror, ModelEntry, url_name
+from ..components import ModelEntry
 from ..errors import UserError
 from ..hookspecs import CATALOGUE_HOOK as HOOK
 
