@@ -94,3 +94,24 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on 127.0.0.1 (tests/fakes.py ``Server``): Range support, dropped connections, a log."""
+    from fakes import Server
+
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache folder ($RESTOREKIT_HOME) and no catalogue files from the environment."""
+    from restorekit import catalogue as cat
+
+    h = tmp_path / "home"
+    monkeypatch.setenv(cat.ENV_HOME, str(h))
+    monkeypatch.delenv(cat.ENV_CATALOGUE, raising=False)
+    return h

@@ -4,14 +4,12 @@ archive members, the checks after loading, ``--list-models`` and ``networks.<n>.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import sys
-import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -20,93 +18,9 @@ import restorekit
 from restorekit import catalogue as cat
 from restorekit.cli import main
 from restorekit.errors import UserError
+from fakes import Server, catalogue_file
 
 RRDB_PARAMS = 398_755  # tests/fixtures/rrdb_x4/official.pth (nf 32, nb 2, gc 16, x4)
-
-
-# ----------------------------------------------------------------------------------------------------
-# a local HTTP server: Range support, a mode that drops the connection mid-body, request log
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        srv: Any = self.server
-        rng = self.headers.get("Range")
-        srv.requests.append((self.path, rng))
-        if self.path not in srv.files:
-            body = b"not here"
-            self.send_response(404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        data, ctype = srv.files[self.path]
-        start = 0
-        if rng and srv.ranges and rng.startswith("bytes=") and rng.endswith("-"):
-            start = int(rng[len("bytes="):-1])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if srv.drops.get(self.path, 0) > 0:  # send part of the body, then hang up
-            srv.drops[self.path] -= 1
-            self.wfile.write(body[: srv.drop_at])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
-class Server:
-    def __init__(self) -> None:
-        self.httpd: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.files, self.httpd.requests, self.httpd.drops = {}, [], {}
-        self.httpd.ranges, self.httpd.drop_at = True, 100_000
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def add(self, path: str, data: bytes, ctype: str = "application/octet-stream") -> str:
-        self.httpd.files[path] = (data, ctype)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    @property
-    def requests(self) -> list[tuple[str, str | None]]:
-        return self.httpd.requests
-
-    def stop(self) -> None:
-        if self.running:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.running = False
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh cache folder ($RESTOREKIT_HOME) and no catalogue files from the environment."""
-    h = tmp_path / "home"
-    monkeypatch.setenv(cat.ENV_HOME, str(h))
-    monkeypatch.delenv(cat.ENV_CATALOGUE, raising=False)
-    return h
 
 
 @pytest.fixture
@@ -118,17 +32,6 @@ def entry(name: str = "tiny-rrdb", **fields: Any) -> cat.ModelEntry:
     table = {"description": "test", "component": "rrdb", "params": {"variant": "srflow"}, "scale": 4,
              "licence": "MIT", "parameters": RRDB_PARAMS, **fields}
     return cat.ModelEntry.model_validate({"name": name, **table})
-
-
-def catalogue_file(tmp_path: Path, *entries: cat.ModelEntry) -> Path:
-    """Write entries as a catalogue TOML file (the override mechanism plugins and $RESTOREKIT_CATALOGUE use)."""
-    from restorekit.quick import to_toml
-
-    data = {"models": {e.name: e.model_dump(exclude={"name", "source"}, exclude_none=True, exclude_defaults=True)
-                       for e in entries}}
-    path = tmp_path / "extra_catalogue.toml"
-    path.write_text(to_toml(data))
-    return path
 
 
 def sha(data: bytes) -> str:

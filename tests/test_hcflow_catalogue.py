@@ -13,7 +13,7 @@ import torch
 import restorekit
 from restorekit import catalogue as cat
 from restorekit.cli import main
-from test_catalogue import Server, catalogue_file, home, server  # noqa: F401 - the fixtures are used by name
+from fakes import Server, catalogue_file
 
 hc = pytest.importorskip("restorekit_hcflow", reason="restorekit-hcflow is not installed (pip install -e plugins/hcflow)")
 
