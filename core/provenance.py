@@ -73,7 +73,7 @@ def weights_identity(plan: "NetworkPlan", trained: "nn.Module | None" = None) ->
     else:
         out = {"weights": "initial"}
     if trained is None and plan.submodules:
-        out["submodules"] = {s.name: file_sha256(s.path) for s in plan.submodules}
+        out["submodules"] = {name: file_sha256(gen.path) for name, gen in plan.submodules}
     return out
 
 
