@@ -37,6 +37,10 @@ def test_standalone_rrdb_file_loads_into_srflow_rrdb(tmp_path: Path, registry) -
         lr = torch.rand(1, 3, 6, 6)
         with torch.no_grad():
             assert torch.allclose(net.rrdb_forward(lr), rrdb(lr), atol=1e-6)
+        # the outputs' provenance names the sub-module file by its sha256
+        from restorekit.provenance import file_sha256, weights_identity
+
+        assert weights_identity(plan.networks["generator"])["submodules"] == {"RRDB": file_sha256(tmp_path / name)}
 
 
 def test_mismatching_rrdb_file_is_one_line(tmp_path: Path, registry) -> None:
