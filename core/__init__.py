@@ -21,6 +21,8 @@ Public API (everything else is internal):
 * latent tools for flows: :func:`sample_latents`, :func:`scale_latents`, :func:`temperature_at`,
   :func:`normalize_latents`, :func:`transfer_latents`, :func:`interpolate_latents`, :func:`zeros_like_latents`,
   :func:`latent_norm`, :func:`as_temperature` (types :data:`Latents`, :data:`Temperature`);
+* the NaN ladder (``restore-run``'s and the flows' Python API's): :func:`decode_finite`, :func:`first_finite`,
+  :func:`ladder_below`, :data:`NAN_LADDER`, :class:`NonFiniteDecodeWarning`;
 * :mod:`metrics` (``restorekit.metrics``): :func:`~restorekit.metrics.psnr`, :func:`~restorekit.metrics.ssim`,
   :func:`~restorekit.metrics.rgb_to_y`, as SR papers measure;
 * :func:`run_padded` (``model(lr)`` for any LR size: pad, run, crop) and :func:`pad_to_multiple`;
@@ -83,6 +85,7 @@ from .latents import (
 from . import metrics
 from .data.resize import imresize_uint8
 from .scoring import ScoringValidator, draw_outputs, mean_rows, score_images
+from .nonfinite import NAN_LADDER, NonFiniteDecodeWarning, decode_finite, first_finite, ladder_below
 from .padding import pad_to_multiple, run_padded
 from .plan import Plan, make_plan
 from .registry import PluginRegistry
@@ -118,11 +121,13 @@ __all__ = [
     "InjectorComponent",
     "InputRangeWarning",
     "Kind",
+    "NAN_LADDER",
     "Latents",
     "Loss",
     "LossComponent",
     "ModelEntry",
     "NoParams",
+    "NonFiniteDecodeWarning",
     "Params",
     "PipelineSpec",
     "Plan",
@@ -142,8 +147,11 @@ __all__ = [
     "ValidatorComponent",
     "__version__",
     "as_temperature",
+    "decode_finite",
+    "first_finite",
     "hookimpl",
     "interpolate_latents",
+    "ladder_below",
     "latent_norm",
     "load",
     "load_spec",

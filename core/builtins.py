@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from .components import InjectorComponent, LossComponent, Params, State
+from .data.resize import downsample
 from .errors import UserError
 from .hookspecs import hookimpl
 
@@ -137,10 +138,16 @@ class PixelLossParams(Params):
     target: str = Field("hq", description="State key of the target.")
     criterion: Literal["l1", "l2", "mse", "charbonnier"] = Field("l1", description="Distance.")
     eps: float = Field(1e-6, gt=0, description="charbonnier: sqrt((x-y)^2 + eps^2).")
+    downscale: int = Field(
+        1, ge=1,
+        description="Downsample pred by this factor (MATLAB antialiased bicubic, as the data pipeline's LR) before "
+                    "comparing: with target = 'lq', an LR-consistency loss.",
+    )
 
 
 class PixelLoss:
-    """Mean l1 / l2 / charbonnier distance between two state entries."""
+    """Mean l1 / l2 / charbonnier distance between two state entries (``downscale``: of the prediction
+    bicubic-downsampled, e.g. a flow sample against the LR image it was drawn for)."""
 
     def __init__(self, params: PixelLossParams) -> None:
         self.params = params
@@ -149,9 +156,12 @@ class PixelLoss:
         p = self.params
         pred = state_get(state, p.pred, "pixel loss")
         target = state_get(state, p.target, "pixel loss")
+        if p.downscale > 1:
+            pred = downsample(pred.float(), p.downscale, "bicubic", clamp=False)
         if pred.shape != target.shape:
             raise UserError(
-                f"pixel loss: {p.pred!r} has shape {tuple(pred.shape)} but {p.target!r} has {tuple(target.shape)}"
+                f"pixel loss: {p.pred!r}{f' downscaled {p.downscale}x' if p.downscale > 1 else ''} has shape "
+                f"{tuple(pred.shape)} but {p.target!r} has {tuple(target.shape)}"
             )
         diff = pred.float() - target.float()
         if p.criterion == "l1":

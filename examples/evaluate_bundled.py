@@ -22,6 +22,7 @@ import torch
 import restorekit
 from restorekit.data.io import read_image
 from restorekit.data.resize import downsample
+from restorekit import interpolate_latents, transfer_latents, zeros_like_latents
 from restorekit.infer import quantize, upsample_bicubic
 from restorekit_validators import psnr, ssim
 
@@ -91,10 +92,177 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------
+# SR-space measures (NTIRE 2021 "Learning the SR space"): LR-consistency, L1 diversity, held-out NLL, NaN draws
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.double().clamp(0, 1) * 255.0)
+
+
+def lr_psnr(sr: torch.Tensor, hr: torch.Tensor, scale: int = SCALE) -> float:
+    """NTIRE's LR-PSNR: ``hr`` cropped top-left to a multiple of 8 and ``sr`` to the same size, both downscaled by
+    ``1/scale`` with MATLAB's antialiased bicubic, rounded to uint8, PSNR over RGB (both (3, H, W) in [0, 1])."""
+    h, w = (hr.shape[-2] // MULTIPLE) * MULTIPLE, (hr.shape[-1] // MULTIPLE) * MULTIPLE
+    a = _uint8(downsample(_uint8(sr[..., :h, :w]).float() / 255.0, scale, "bicubic", clamp=False))
+    b = _uint8(downsample(_uint8(hr[..., :h, :w]).float() / 255.0, scale, "bicubic", clamp=False))
+    mse = float(((a - b) ** 2).mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def diversity_l1(samples: torch.Tensor, hr: torch.Tensor) -> float:
+    """NTIRE's diversity score with a per-pixel L1 distance: ``samples`` (N, 3, H, W) and ``hr`` (3, H, W) in
+    [0, 1], rounded to 8 bits. d = mean over channels of |sample - hr| per pixel; G = min over samples of the
+    mean of d; L = mean over pixels of the minimum over samples of d; score = 100 (G - L) / G."""
+    d = (_uint8(samples) - _uint8(hr)[None]).abs().mean(1) / 255.0  # (N, H, W)
+    g = float(d.flatten(1).mean(1).min())
+    local = float(d.min(0).values.mean())
+    return 0.0 if g == 0 else 100.0 * (g - local) / g
+
+
+@torch.no_grad()
+def sample(model: Any, lr: torch.Tensor, temperature: float, seed: int) -> torch.Tensor:
+    """One draw (3, H, W) of a flow at ``temperature`` with ``seed`` (the mean image at 0), not clamped."""
+    if temperature == 0:
+        return model(lr[None])[0]  # type: ignore[no-any-return]
+    return model(lr[None], temperature=temperature, generator=torch.Generator().manual_seed(seed))[0]  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def sr_space(
+    model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]], temperature: float, samples: int = 5
+) -> list[dict[str, Any]]:
+    """Per image at ``temperature``: PSNR-Y of seed 0, LR-PSNR of every draw (min and mean), L1 diversity over
+    ``samples`` draws (seeds 0..N-1), and how many draws had a non-finite pixel."""
+    rows = []
+    for name, hr, lr in pairs:
+        draws = [sample(model, lr, temperature, seed) for seed in range(samples if temperature > 0 else 1)]
+        finite = [d for d in draws if torch.isfinite(d).all()]
+        lrp = [lr_psnr(d, hr) for d in finite]
+        rows.append({
+            "image": name,
+            "psnr_y": metrics(draws[0], hr, with_ssim=False)["psnr_y"] if finite else math.nan,
+            "lr_psnr_min": min(lrp) if lrp else math.nan,
+            "lr_psnr_mean": sum(lrp) / len(lrp) if lrp else math.nan,
+            "diversity_l1": diversity_l1(torch.stack(finite), hr) if len(finite) > 1 else 0.0,
+            "nonfinite": len(draws) - len(finite),
+        })
+    return rows
+
+
+@torch.no_grad()
+def nll_bits_per_dim(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]], draws: int = 4) -> list[float]:
+    """Held-out NLL of each HR image given its LR, in bits per dimension (per sub-pixel: the flow's bits per pixel
+    / 3), dequantised with ``draws`` fixed-seed uniform noise draws and averaged."""
+    out = []
+    for _, hr, lr in pairs:
+        g = torch.Generator().manual_seed(0)
+        vals = [float(model.encode(hr[None], lr[None], add_noise=True,
+                                   noise=torch.rand(hr[None].shape, generator=g)).nll) / 3.0 for _ in range(draws)]
+        out.append(sum(vals) / len(vals))
+    return out
+
+
+@torch.no_grad()
+def nonfinite_draws(model: Any, lr: torch.Tensor, temperature: float, draws: int = 100, batch: int = 10) -> int:
+    """How many of ``draws`` samples (seed 0, in batches of ``batch`` copies of ``lr``) hold a non-finite pixel."""
+    g, bad = torch.Generator().manual_seed(0), 0
+    for _ in range(draws // batch):
+        out = model(lr[None].expand(batch, -1, -1, -1), temperature=temperature, generator=g)
+        bad += int((~torch.isfinite(out).flatten(1).all(1)).sum())
+    return bad
+
+
+# ----------------------------------------------------------------------------------------------------
+# latent tools (restore-run's latent_transfer and interpolate modes, examples/srflow_latents.toml)
+
+REFERENCE = IMAGES / "reference.png"
+
+
+def hr_lr(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An HR image (3, H, W) cropped top-left to a multiple of 8, and its 4x bicubic LR."""
+    h, w = (rgb.shape[-2] // MULTIPLE) * MULTIPLE, (rgb.shape[-1] // MULTIPLE) * MULTIPLE
+    hr = rgb[:, :h, :w]
+    return hr, downsample(hr[None], SCALE, "bicubic")[0]
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """What 4x bicubic down- and upsampling removes from ``x`` (3, H, W): its high frequencies."""
+    return x - upsample_bicubic(downsample(x[None], SCALE, "bicubic", clamp=False), SCALE)[0]
+
+
+@torch.no_grad()
+def latent_transfer(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]],
+                    reference: torch.Tensor) -> list[dict[str, Any]]:
+    """Latent transfer at latent scale 1 (restore-run's ``latent_transfer``: the reference's latents, centre-cropped
+    to each target, decoded with the target's LR), raw (no NaN ladder). Per image: whether the decode is finite;
+    ``hf_gain``, the RMS of its high frequencies over the temperature-0 image's; ``hf_corr``, the correlation of
+    its local high-frequency energy (|high-pass| of the transfer minus the temperature-0 image, 4x4 means) with the
+    reference's over the same centre crop: above 0 when the reference's texture lands where it was."""
+    ref_hr, ref_lr = hr_lr(reference)
+    ref_latents = model.encode(ref_hr[None], ref_lr[None]).latents
+    rows = []
+    for name, hr, lr in pairs:
+        latents = transfer_latents(ref_latents, model.latent_shapes(lr[None].shape))
+        out = model.decode(lr[None], latents=latents, nan_ladder=None)[0]
+        mean = model(lr[None])[0]
+        finite = bool(torch.isfinite(out).all())
+        h, w = hr.shape[-2:]
+        top, left = (ref_hr.shape[-2] - h) // 2 // 8 * 8, (ref_hr.shape[-1] - w) // 2 // 8 * 8
+        ref_hf = high_pass(ref_hr[:, top : top + h, left : left + w])
+        added = high_pass(quantize(out, 8) if finite else mean) - high_pass(quantize(mean, 8))
+
+        def energy(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool2d(x.abs().mean(0, keepdim=True)[None], 4).flatten()
+
+        a, b = energy(added), energy(ref_hf)
+        a, b = a - a.mean(), b - b.mean()
+        rows.append({
+            "image": name,
+            "finite": finite,
+            "hf_gain": float(high_pass(quantize(out, 8)).pow(2).mean().sqrt() / high_pass(quantize(mean, 8)).pow(2).mean().sqrt())
+            if finite else math.nan,
+            "hf_corr": float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)) if finite else math.nan,
+        })
+    return rows
+
+
+@torch.no_grad()
+def interpolation_steps(model: Any, hr: torch.Tensor, lr: torch.Tensor, reference: torch.Tensor | None = None,
+                        frames: int = 8, mode: str = "slerp") -> list[float]:
+    """restore-run's ``interpolate``: from the reference's transferred latents (or zeros) to the image's own, in
+    ``frames`` steps, decoded raw; the mean absolute difference (8-bit images, in grey levels) between consecutive
+    frames. NaN for a step that touches a non-finite frame."""
+    target = model.encode(hr[None], lr[None]).latents
+    if reference is not None:
+        ref_hr, ref_lr = hr_lr(reference)
+        start = transfer_latents(model.encode(ref_hr[None], ref_lr[None]).latents, [tuple(z.shape) for z in target])
+    else:
+        start = zeros_like_latents(target)
+    outs = [quantize(model.decode(lr[None], latents=f, nan_ladder=None)[0], 8) * 255
+            for f in interpolate_latents(start, target, frames, mode)]  # type: ignore[arg-type]
+    return [float((b - a).abs().mean()) for a, b in zip(outs, outs[1:])]
+
+
+def sr_space_table(rows_by_t: dict[float, list[dict[str, Any]]]) -> str:
+    lines = ["| T | image | PSNR-Y | LR-PSNR min | LR-PSNR mean | diversity L1 | non-finite draws |",
+             "|---|---|---|---|---|---|---|"]
+    for t, rows in rows_by_t.items():
+        for r in rows:
+            lines.append(f"| {t:g} | {r['image']} | {r['psnr_y']:.2f} | {r['lr_psnr_min']:.2f} | "
+                         f"{r['lr_psnr_mean']:.2f} | {r['diversity_l1']:.2f} | {r['nonfinite']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="checkpoint files (default: the two bundled models)")
     parser.add_argument("--temperature", type=float, default=0.0, help="flows: decode temperature (default 0)")
+    parser.add_argument("--sr-space", type=float, nargs="*", metavar="T",
+                        help="flows: the SR-space table (LR-PSNR, L1 diversity, NLL) at these temperatures instead")
+    parser.add_argument("--samples", type=int, default=5, help="--sr-space: draws per image (default 5)")
+    parser.add_argument("--latents", action="store_true",
+                        help="flows: latent transfer from images/reference.png and interpolation, on val/")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = args.models or [
@@ -104,6 +272,24 @@ def main() -> None:
     for path in models:
         model = restorekit.load(path)
         print(f"\n### {Path(path).name}\n")
+        if args.latents and hasattr(model, "encode"):
+            reference = read_image(REFERENCE).rgb
+            for r in latent_transfer(model, pairs["natural"], reference):
+                print(f"transfer {r['image']}: finite {r['finite']}, high-frequency RMS x{r['hf_gain']:.2f} of "
+                      f"temperature 0, local energy correlation with the reference {r['hf_corr']:.3f}")
+            for name, hr, lr in pairs["natural"]:
+                for ref in (None, reference):
+                    steps = interpolation_steps(model, hr, lr, ref)
+                    print(f"interpolate {name} from {'reference' if ref is not None else 'zeros'}: frame-to-frame "
+                          f"mean |difference| " + ", ".join(f"{d:.2f}" for d in steps))
+            continue
+        if args.sr_space is not None and hasattr(model, "encode"):
+            natural = pairs["natural"]
+            print(sr_space_table({t: sr_space(model, natural, t, args.samples) for t in args.sr_space}))
+            nll = nll_bits_per_dim(model, natural)
+            print("\nheld-out NLL (bits/dim): " + ", ".join(f"{n}: {v:.4f}" for (n, _, _), v in zip(natural, nll))
+                  + f"; mean {sum(nll) / len(nll):.4f}")
+            continue
         for group, p in pairs.items():
             print(table(group, measure(model, p, args.temperature)) + "\n")
 

@@ -6,6 +6,8 @@
   procedurally generated colour images (``synthetic_*.png``: smooth random colour fields, gradients and hue
   sweeps, flat shapes) so that training sees saturated colours and flat regions;
 * ``val/``    — held-out natural images (evaluation only: no crop of them is in ``train/``);
+* ``reference.png`` — the reference of the SRFlow latent tools (examples/srflow_latents.toml): a texture, never
+  trained on;
 * ``smooth/`` — held-out smooth and saturated images (a colour wheel, gradients, flat regions) that show whether
   a model shifts colours.
 
@@ -188,6 +190,19 @@ def eval_flat(rows: int = 4, cols: int = 6, patch: int = 40) -> Array:
     return img
 
 
+def reference_texture(tiles: int = 4, size: int = 384) -> Array:
+    """The latent tools' reference image (``reference.png``, not trained on): scikit-image's CC0 retina
+    ``microaneurysms`` (102 x 102 px, grey), its contrast stretched (1st-99th percentile to 0-255), tiled ``tiles`` x
+    ``tiles`` with every other tile mirrored, so the texture runs on without seams, cropped to ``size`` x ``size``
+    (large enough for every held-out image)."""
+    grey = data.microaneurysms().astype(np.float64)
+    lo, hi = np.percentile(grey, [1, 99])
+    tile = to_uint8(np.clip((grey - lo) / (hi - lo), 0, 1))
+    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(tiles)], 1)
+    full = np.concatenate([row if i % 2 == 0 else row[::-1] for i in range(tiles)], 0)
+    return np.repeat(full[:size, :size, None], 3, -1)
+
+
 def write(path: Path, img: Array) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, to_uint8(img))
@@ -214,6 +229,7 @@ def main() -> None:
     write(out / "smooth" / "gradient.png", eval_gradient())
     write(out / "smooth" / "sky.png", eval_sky())
     write(out / "smooth" / "flat.png", eval_flat())
+    write(out / "reference.png", reference_texture())
 
 
 if __name__ == "__main__":

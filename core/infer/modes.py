@@ -17,6 +17,7 @@ from ..components import FlowModel
 from ..data.io import image_size, read_image
 from ..data.resize import downsample
 from ..errors import UserError
+from ..nonfinite import first_finite, ladder_below
 from ..latents import (
     interpolate_latents,
     normalize_latents,
@@ -102,8 +103,6 @@ class Runner:
                                   spec.downsampler, self.component, self.max_pixels)
         self.reports_on = spec.input_is_hr and spec.mode in REPORT_MODES
         self.ladder = [float(t) for t in spec.nan_ladder]
-        if not self.ladder or self.ladder[-1] != 0.0:
-            self.ladder.append(0.0)
         uses_reference = spec.mode in ("latent_transfer", "interpolate")  # the plan checked the files exist
         self.tmap = None
         if spec.temperature_map is not None and self.flow:
@@ -312,16 +311,21 @@ class Runner:
                     continue
                 where = f" in {bad_tiles[(j, b)].describe()}" if (j, b) in bad_tiles else ""
                 reason = f"non-finite decode{where}"
-                for lt in [x for x in self.ladder if x < t]:  # the NaN ladder, one image at a time
-                    zb = [z[b : b + 1] for z in base]
-                    tm = tmap[b : b + 1] if tmap is not None and tmap.shape[0] > 1 else tmap
-                    o2, nf2, _ = self._decode(lr_pad[b : b + 1], [effective(zb, lt, use_map, tm)])
-                    if not nf2[0][0]:
-                        outcomes[b].images[sl] = o2[0][0, :, : h * s, : w * s].clamp(0, 1)
-                        outcomes[b].fallbacks[sl] = (lt, reason)
-                        break
+                zb = [z[b : b + 1] for z in base]
+                tm = tmap[b : b + 1] if tmap is not None and tmap.shape[0] > 1 else tmap
+
+                def retry(lt: float, lb: Tensor = lr_pad[b : b + 1], zb: list[Tensor] = zb, tm: Tensor | None = tm,
+                          use_map: bool = use_map) -> Tensor | None:
+                    o2, nf2, _ = self._decode(lb, [effective(zb, lt, use_map, tm)])
+                    return None if nf2[0][0] else o2[0]
+
+                rungs = ladder_below(t, self.ladder)  # the NaN ladder (restorekit.nonfinite), one image at a time
+                found = first_finite(retry, rungs)
+                if found is not None:
+                    outcomes[b].images[sl] = found[0][0, :, : h * s, : w * s].clamp(0, 1)
+                    outcomes[b].fallbacks[sl] = (found[1], reason)
                 else:
-                    tried = ", ".join(tname(x) for x in [t] + [x for x in self.ladder if x < t])
+                    tried = ", ".join(tname(x) for x in [t, *rungs])
                     outcomes[b].errors[sl] = f"{reason}; still not finite at temperatures {tried}"
         return outcomes
 

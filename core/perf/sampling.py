@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ..nonfinite import raw_decode_kwargs
 from .device import _GAIN, Timer, _seconds
 
 
@@ -33,13 +34,14 @@ class SampleBatcher:
         latent_sets: Sequence[Sequence[Tensor]],
         cond: Any = None,
     ) -> list[Tensor]:
-        """``[model.decode(lr, latents=set, cond=cond) for set in latent_sets]``, computed in chunks.
+        """``[model.decode(lr, latents=set, cond=cond) for set in latent_sets]``, computed in chunks; raw (a model
+        that applies the NaN ladder itself gets ``nan_ladder=None``: the caller has its own, see restorekit.nonfinite).
 
         Sets are concatenated along the batch dimension only for an LR batch of 1 (the conditional features
         broadcast); otherwise each set is decoded on its own.
         """
         sets = [list(zs) for zs in latent_sets]
-        kw = {} if cond is None else {"cond": cond}
+        kw = raw_decode_kwargs(model) if cond is None else {"cond": cond, **raw_decode_kwargs(model)}
         if int(lr.shape[0]) != 1 or len(sets) < 2:
             return [model.decode(lr, latents=zs, **kw) for zs in sets]
         key = (str(lr.device), tuple(int(d) for d in lr.shape))

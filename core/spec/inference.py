@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..nonfinite import NAN_LADDER
 from .base import Downsampler, PathList, SpecModel
 
 
@@ -42,7 +43,7 @@ class InferSpec(SpecModel):
     )
     samples: int = Field(1, ge=1, description="Flows: samples per image and temperature.")
     nan_ladder: list[float] = Field(
-        default_factory=lambda: [0.5, 0.0],
+        default_factory=lambda: list(NAN_LADDER),
         description="Flows: temperatures retried, in order, when a decode is not finite.",
     )
     input_is_hr: bool = Field(

@@ -92,7 +92,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+# the keys of a [networks.NAME] table that replace each other: --set of one removes the other, so that an override
+# can switch a network between a catalogue model and a weights file
+_EXCLUSIVE_WEIGHTS = {"model": "checkpoint", "checkpoint": "model"}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` items in order. ``networks.NAME.model`` and ``networks.NAME.checkpoint`` replace each other
+    (setting one removes the other from that network)."""
     for item in overrides:
         parts, value = parse_override(item)
         node = data
@@ -102,6 +109,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise UserError(f"--set {item}: {p} is not a table")
             node = nxt
         node[parts[-1]] = value
+        if len(parts) == 3 and parts[0] == "networks" and parts[2] in _EXCLUSIVE_WEIGHTS:
+            node.pop(_EXCLUSIVE_WEIGHTS[parts[2]], None)
     return data
 
 

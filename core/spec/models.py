@@ -111,7 +111,8 @@ class NetworkSpec(SpecModel):
     @model_validator(mode="after")
     def _weights(self) -> "NetworkSpec":
         if self.model is not None and self.checkpoint is not None:
-            raise ValueError("give either model (a catalogue name) or checkpoint (a file), not both")
+            raise ValueError("give either model (a catalogue name) or checkpoint (a file), not both (on the command "
+                             "line, --set of one removes the other)")
         if self.component is None and self.model is None:
             raise ValueError("component is required (or give model, a catalogue name)")
         return self

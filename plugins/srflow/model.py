@@ -13,7 +13,16 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from restorekit import EncodeResult, UserError, as_temperature, run_padded, sample_latents, temperature_at
+from restorekit import (
+    NAN_LADDER,
+    EncodeResult,
+    UserError,
+    as_temperature,
+    decode_finite,
+    run_padded,
+    sample_latents,
+    temperature_at,
+)
 from torch import Tensor
 
 from .arch import LevelCond, SRFlowArch
@@ -34,17 +43,40 @@ class SRFlowNet(SRFlowArch):
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
+    nan_ladder: tuple[float, ...] | None = NAN_LADDER
+    """The NaN ladder of :meth:`decode` and ``model(lr, ...)`` in eval mode (``None``: return raw decodes)."""
+
     def decode(self, lr: Tensor, latents: Sequence[Tensor] | None = None, temperature: float | Tensor = 0.0,
                generator: torch.Generator | None = None, *, cond: LevelCond | None = None,
-               return_logdet: bool = False) -> Any:
+               return_logdet: bool = False, nan_ladder: Sequence[float] | None | str = "model") -> Any:
+        """SRFlowArch's decode; in eval mode an image that is not finite is decoded again from the same latents at
+        the lower temperatures of ``nan_ladder`` (default: the ``nan_ladder`` attribute, ``(0.5, 0.0)``, as
+        ``restore-run``), with a :class:`restorekit.NonFiniteDecodeWarning`; given latents count as temperature 1.
+        ``nan_ladder=None`` returns the raw decode (``restore-run`` runs the same ladder itself and records it)."""
+        ladder = (self.nan_ladder if nan_ladder == "model" else nan_ladder) if not self.training else None
         try:
-            return super().decode(lr, latents, temperature, generator, cond=cond, return_logdet=return_logdet)
+            if ladder is None or return_logdet:
+                return super().decode(lr, latents, temperature, generator, cond=cond, return_logdet=return_logdet)
+            self._check_sizes(lr)
+            temp = as_temperature(temperature)
+            if latents is None:  # the N(0, 1) draw that the temperature scales (the same numbers as before)
+                base = list(self.sample_latents(lr, 0.0 if temp == 0.0 else 1.0, generator))
+            else:
+                base, temp = list(latents), 1.0
+
+            def run(zs: Sequence[Tensor], index: int | None) -> Tensor:
+                one = index is not None and lr.shape[0] > 1
+                x = lr[index : index + 1] if one else lr  # type: ignore[operator]
+                return super(SRFlowNet, self).decode(x, zs, cond=None if one else cond)  # type: ignore[no-any-return]
+
+            return decode_finite(run, base, temp, ladder, what="srflow decode")
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
     def forward(self, lr: Tensor, temperature: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """SR for any LR size: pad at the bottom/right to a size the levels allow, decode at ``temperature``
-        (default 0: the mean image), crop back to ``scale ×`` the original size. Not clamped.
+        (default 0: the mean image), crop back to ``scale ×`` the original size. Not clamped. In eval mode the NaN
+        ladder of :meth:`decode` applies.
 
         A temperature map is taken at the original HR size (other sizes are resized to it) and padded likewise.
         """
@@ -59,6 +91,5 @@ class SRFlowNet(SRFlowArch):
             return self.decode(x, temperature=t, generator=generator)  # type: ignore[no-any-return]
 
         return run_padded(run, lr, multiple=self.size_multiple, scale=s)
-
 
 __all__ = ["SRFlowNet"]
