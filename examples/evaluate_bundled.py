@@ -122,10 +122,10 @@ def diversity_l1(samples: torch.Tensor, hr: torch.Tensor) -> float:
 
 @torch.no_grad()
 def sample(model: Any, lr: torch.Tensor, temperature: float, seed: int) -> torch.Tensor:
-    """One draw (3, H, W) of a flow at ``temperature`` with ``seed`` (the mean image at 0), not clamped."""
-    if temperature == 0:
-        return model(lr[None])[0]  # type: ignore[no-any-return]
-    return model(lr[None], temperature=temperature, generator=torch.Generator().manual_seed(seed))[0]  # type: ignore[no-any-return]
+    """One raw draw (3, H, W) of a flow at ``temperature`` with ``seed`` (the mean image at 0), not clamped: no NaN
+    ladder, so that non-finite draws are counted (LR sides must be multiples of ``model.size_multiple``)."""
+    g = torch.Generator().manual_seed(seed) if temperature else None
+    return model.decode(lr[None], temperature=temperature, generator=g, nan_ladder=None)[0]  # type: ignore[no-any-return]
 
 
 @torch.no_grad()
@@ -165,10 +165,11 @@ def nll_bits_per_dim(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def nonfinite_draws(model: Any, lr: torch.Tensor, temperature: float, draws: int = 100, batch: int = 10) -> int:
-    """How many of ``draws`` samples (seed 0, in batches of ``batch`` copies of ``lr``) hold a non-finite pixel."""
+    """How many of ``draws`` raw samples (no NaN ladder; seed 0, in batches of ``batch`` copies of ``lr``) hold a
+    non-finite pixel."""
     g, bad = torch.Generator().manual_seed(0), 0
     for _ in range(draws // batch):
-        out = model(lr[None].expand(batch, -1, -1, -1), temperature=temperature, generator=g)
+        out = model.decode(lr[None].expand(batch, -1, -1, -1), temperature=temperature, generator=g, nan_ladder=None)
         bad += int((~torch.isfinite(out).flatten(1).all(1)).sum())
     return bad
 
@@ -196,9 +197,9 @@ def latent_transfer(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tenso
                     reference: torch.Tensor) -> list[dict[str, Any]]:
     """Latent transfer at latent scale 1 (restore-run's ``latent_transfer``: the reference's latents, centre-cropped
     to each target, decoded with the target's LR), raw (no NaN ladder). Per image: whether the decode is finite;
-    ``hf_gain``, the RMS of its high frequencies over the temperature-0 image's; ``hf_corr``, the correlation of
-    its local high-frequency energy (|high-pass| of the transfer minus the temperature-0 image, 4x4 means) with the
-    reference's over the same centre crop: above 0 when the reference's texture lands where it was."""
+    ``hf_gain``, the RMS of its high frequencies over the temperature-0 image's; ``hf_corr``, the pixel correlation
+    of the high frequencies it adds to the temperature-0 image with the reference's own high frequencies over the
+    same centre crop (channel means): above 0 when the reference's texture lands where it was in the reference."""
     ref_hr, ref_lr = hr_lr(reference)
     ref_latents = model.encode(ref_hr[None], ref_lr[None]).latents
     rows = []
@@ -209,20 +210,14 @@ def latent_transfer(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tenso
         finite = bool(torch.isfinite(out).all())
         h, w = hr.shape[-2:]
         top, left = (ref_hr.shape[-2] - h) // 2 // 8 * 8, (ref_hr.shape[-1] - w) // 2 // 8 * 8
-        ref_hf = high_pass(ref_hr[:, top : top + h, left : left + w])
-        added = high_pass(quantize(out, 8) if finite else mean) - high_pass(quantize(mean, 8))
-
-        def energy(x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.avg_pool2d(x.abs().mean(0, keepdim=True)[None], 4).flatten()
-
-        a, b = energy(added), energy(ref_hf)
-        a, b = a - a.mean(), b - b.mean()
+        ref_hf = high_pass(ref_hr[:, top : top + h, left : left + w]).mean(0).flatten()
+        added = (high_pass(quantize(out, 8)) - high_pass(quantize(mean, 8))).mean(0).flatten() if finite else None
         rows.append({
             "image": name,
             "finite": finite,
             "hf_gain": float(high_pass(quantize(out, 8)).pow(2).mean().sqrt() / high_pass(quantize(mean, 8)).pow(2).mean().sqrt())
             if finite else math.nan,
-            "hf_corr": float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)) if finite else math.nan,
+            "hf_corr": float(torch.corrcoef(torch.stack([added, ref_hf]))[0, 1]) if added is not None else math.nan,
         })
     return rows
 
@@ -276,7 +271,7 @@ def main() -> None:
             reference = read_image(REFERENCE).rgb
             for r in latent_transfer(model, pairs["natural"], reference):
                 print(f"transfer {r['image']}: finite {r['finite']}, high-frequency RMS x{r['hf_gain']:.2f} of "
-                      f"temperature 0, local energy correlation with the reference {r['hf_corr']:.3f}")
+                      f"temperature 0, correlation with the reference's high frequencies {r['hf_corr']:.3f}")
             for name, hr, lr in pairs["natural"]:
                 for ref in (None, reference):
                     steps = interpolation_steps(model, hr, lr, ref)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import functools
 import importlib.util
+import math
 import re
 from pathlib import Path
 from types import ModuleType
@@ -88,6 +89,94 @@ def test_bundled_srflow_samples_differ_and_stay_close_to_the_mean() -> None:
         b = model(lr, temperature=0.8, generator=torch.Generator().manual_seed(1))
     assert torch.isfinite(a).all() and (a - b).abs().mean() > 1e-3
     assert (a - mean).abs().mean() < 0.1
+
+
+# ----------------------------------------------------------------------------------------------------
+# the bundled SRFlow as a flow: SR-space targets on the held-out natural images (docs/models.md, "SR space")
+
+RECOMMENDED_T = 0.8  # the temperature docs/models.md recommends for bundled-srflow-x4
+OLD_NLL_BITS_PER_DIM = -2.2027  # the model bundled before (0.01 NLL + 10 L1), measured by nll_bits_per_dim
+
+
+@pytest.fixture(scope="module")
+def natural(evaluation: ModuleType) -> list:
+    return evaluation.eval_pairs(evaluation.GROUPS["natural"])
+
+
+def test_bundled_srflow_mean_image_is_lr_consistent(evaluation: ModuleType, natural: list) -> None:
+    """Temperature 0: LR-PSNR (NTIRE'21: both downscaled 4x, uint8, RGB) at least 45 dB on every image."""
+    for r in evaluation.sr_space(_bundled("bundled-srflow-x4"), natural, 0.0):
+        assert r["lr_psnr_min"] >= 45.0, r
+
+
+def test_bundled_srflow_samples_are_lr_consistent_and_diverse(evaluation: ModuleType, natural: list) -> None:
+    """At the recommended temperature: every one of 3 draws per image has LR-PSNR >= 45 dB, and the draws differ
+    where it matters (NTIRE'21 diversity with a per-pixel L1 distance clearly above 0)."""
+    for r in evaluation.sr_space(_bundled("bundled-srflow-x4"), natural, RECOMMENDED_T, samples=3):
+        assert r["nonfinite"] == 0 and r["lr_psnr_min"] >= 45.0, r
+        assert r["diversity_l1"] >= 10.0, r
+
+
+def test_bundled_srflow_never_gives_nan_up_to_temperature_0_9(evaluation: ModuleType, natural: list) -> None:
+    """100 raw draws (no NaN ladder) per held-out image at T = 0.9, on a 32 x 32 LR crop of each (the full
+    images: docs/models.md)."""
+    model = _bundled("bundled-srflow-x4")
+    for name, _, lr in natural:
+        assert evaluation.nonfinite_draws(model, lr[:, :32, :32], 0.9, draws=100, batch=25) == 0, name
+
+
+def test_bundled_srflow_held_out_likelihood_beats_the_previous_model(evaluation: ModuleType, natural: list) -> None:
+    nll = evaluation.nll_bits_per_dim(_bundled("bundled-srflow-x4"), natural, draws=1)
+    assert sum(nll) / len(nll) < OLD_NLL_BITS_PER_DIM
+
+
+# ----------------------------------------------------------------------------------------------------
+# the latent tools on the bundled SRFlow (examples/srflow_latents.toml, images/reference.png)
+
+
+def _crops(natural: list, size: int = 128) -> list:
+    """Top-left ``size`` px HR crops of the held-out images and their LR (small, so the tests stay fast)."""
+    from restorekit.data.resize import downsample
+
+    return [(n, hr[:, :size, :size], downsample(hr[None, :, :size, :size], 4, "bicubic")[0]) for n, hr, _ in natural]
+
+
+def test_latent_transfer_carries_the_reference_texture_without_fallback(evaluation: ModuleType, natural: list) -> None:
+    """The reference's latents at scale 1, decoded with each held-out image's LR: finite (no NaN ladder needed), with
+    more high frequencies than the temperature-0 image, and those high frequencies follow the reference's."""
+    reference = read_image(EXAMPLES / "images" / "reference.png").rgb
+    for r in evaluation.latent_transfer(_bundled("bundled-srflow-x4"), _crops(natural), reference):
+        assert r["finite"] and r["hf_gain"] >= 1.3 and r["hf_corr"] >= 0.2, r
+
+
+def test_interpolation_changes_smoothly_frame_to_frame(evaluation: ModuleType, natural: list) -> None:
+    """From zero latents and from the reference's to each image's own: no frame is a jump (the largest
+    frame-to-frame change at most 4x the smallest)."""
+    reference = read_image(EXAMPLES / "images" / "reference.png").rgb
+    model = _bundled("bundled-srflow-x4")
+    for name, hr, lr in _crops(natural):
+        for ref in (None, reference):
+            steps = evaluation.interpolation_steps(model, hr, lr, ref)
+            assert all(math.isfinite(d) for d in steps) and max(steps) <= 4.0 * min(steps), (name, ref is None, steps)
+
+
+def test_latent_example_runs_as_shipped_on_the_bundled_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/srflow_latents.toml: the bundled SRFlow and images/reference.png; transfer and interpolation write
+    every output without a NaN fallback (on a crop of a held-out image, to stay fast)."""
+    import json
+
+    import imageio.v3 as iio
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    iio.imwrite(inputs / "chelsea.png", iio.imread(EXAMPLES / "images" / "val" / "chelsea.png")[:96, :128])
+    for mode in ("latent_transfer", "interpolate"):
+        out = tmp_path / mode
+        code = cli_main([str(EXAMPLES / "srflow_latents.toml"), "--set", f'infer.mode="{mode}"',
+                         "--set", f"infer.inputs=['{inputs}']", "--set", f"run.output_dir='{out}'"])
+        assert code == 0, capsys.readouterr()
+        summary = json.loads(next(out.rglob("summary.json")).read_text())
+        assert summary["counts"]["fallbacks"] == 0 and summary["counts"]["written"] >= 1, summary["counts"]
 
 
 # ----------------------------------------------------------------------------------------------------

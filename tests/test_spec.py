@@ -105,3 +105,25 @@ def test_paths_from_the_command_line_are_relative_to_the_working_directory(tmp_p
     spec = load_spec(f, ["networks.generator.checkpoint=weights/x.pth", "run.seed=3"])
     assert spec.networks["generator"].checkpoint == tmp_path / "weights" / "x.pth"
     assert spec.infer.inputs == [tmp_path / "cfg" / "imgs"]
+
+
+def test_set_switches_a_network_between_model_and_checkpoint(tmp_path: Path) -> None:
+    """--set of networks.X.model removes the file's checkpoint and the other way round (the two exclude each other),
+    so one shipped example can be pointed at a catalogue model or a weights file without editing it."""
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    spec_file = tmp_path / "p.toml"
+    spec_file.write_text(
+        '[run]\nmode = "infer"\n[networks.generator]\ncomponent = "srflow"\ncheckpoint = "w.pth"\n'
+        '[networks.other]\ncomponent = "srflow"\ncheckpoint = "w.pth"\n[infer]\ninputs = ["x"]\n'
+    )
+    spec = load_spec(spec_file, ["networks.generator.model=bundled-srflow-x4"])
+    g = spec.networks["generator"]
+    assert g.model == "bundled-srflow-x4" and g.checkpoint is None
+    assert spec.networks["other"].checkpoint == weights  # only the network named in the override changes
+    back = load_spec(spec_file, ["networks.generator.model=bundled-srflow-x4", f"networks.generator.checkpoint={weights}"])
+    assert back.networks["generator"].model is None and back.networks["generator"].checkpoint == weights
+    # in the file itself both are still a mistake, and the message says how the command line switches
+    spec_file.write_text(spec_file.read_text().replace('checkpoint = "w.pth"\n', 'checkpoint = "w.pth"\nmodel = "m"\n', 1))
+    with pytest.raises(UserError, match="not both .*--set of one removes the other"):
+        load_spec(spec_file)
