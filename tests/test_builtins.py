@@ -101,3 +101,21 @@ def test_direct_loss_is_the_batch_mean() -> None:
     assert DirectLoss(DirectLossParams(key="nll"))({"nll": torch.tensor([1.0, 3.0])}).item() == 2.0
     with pytest.raises(UserError, match="direct loss: state has no 'nll' \\(present: z\\)"):
         DirectLoss(DirectLossParams())({"z": torch.zeros(1)})
+
+
+def test_pixel_loss_downscale_compares_the_bicubic_downsampled_prediction_with_the_lr() -> None:
+    """``downscale = 4`` with target ``lq``: an LR-consistency loss (0 for an HR image against its own bicubic LR,
+    gradients reach the prediction) and a shape mismatch names the downscale."""
+    from restorekit.data.resize import downsample
+
+    torch.manual_seed(0)
+    hq = torch.rand(2, 3, 32, 32)
+    lq = downsample(hq, 4, "bicubic", clamp=False)
+    loss = PixelLoss(PixelLossParams(pred="sr", target="lq", downscale=4))
+    assert float(loss({"sr": hq, "lq": lq})) < 1e-6
+    sr = (hq + 0.1).requires_grad_()
+    value = loss({"sr": sr, "lq": lq})
+    value.backward()
+    assert abs(float(value) - 0.1) < 1e-4 and sr.grad is not None and sr.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="'sr' downscaled 4x has shape"):
+        loss({"sr": hq[..., :16], "lq": lq})
