@@ -105,3 +105,14 @@ def test_restore_run_asks_the_model_for_raw_decodes() -> None:
     """restore-run runs the same ladder itself (and records the fallback), so models that guard get nan_ladder=None."""
     assert raw_decode_kwargs(srflow_tiny()) == {"nan_ladder": None}
     assert raw_decode_kwargs(FakeFlow()) == {}
+
+
+def test_a_temperature_map_is_scaled_so_that_its_highest_value_is_the_rung(hot_srflow: torch.nn.Module) -> None:
+    lr = _lr()
+    tmap = torch.full((1, 1, 32, 32), 0.45)
+    tmap[..., :16, :] = 0.9
+    with torch.no_grad(), pytest.warns(restorekit.NonFiniteDecodeWarning, match="temperature 0.9; .* 0.5 instead"):
+        out = hot_srflow(lr, temperature=tmap, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        rung = hot_srflow(lr, temperature=tmap * (0.5 / 0.9), generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(out, rung, atol=1e-6)

@@ -60,7 +60,8 @@ class SRFlowNet(SRFlowArch):
             self._check_sizes(lr)
             temp = as_temperature(temperature)
             if latents is None:  # the N(0, 1) draw that the temperature scales (the same numbers as before)
-                base = list(self.sample_latents(lr, 0.0 if temp == 0.0 else 1.0, generator))
+                zero = not isinstance(temp, Tensor) and temp == 0.0
+                base = list(self.sample_latents(lr, 0.0 if zero else 1.0, generator))
             else:
                 base, temp = list(latents), 1.0
 
