@@ -27,6 +27,9 @@ Public API (everything else is internal):
   :func:`~restorekit.metrics.rgb_to_y`, as SR papers measure;
 * :func:`run_padded` (``model(lr)`` for any LR size: pad, run, crop) and :func:`pad_to_multiple`;
 * :class:`UserError`, :class:`PluginWarning`, :func:`read_state_dict`, :func:`save_generator`;
+* deployment: :func:`export_model` (a generator to ONNX or a ``torch.export`` program, checked against eager, with a
+  JSON sidecar), :class:`ExportedModel` (run one), :class:`ExportGraph` and the :class:`Exportable` protocol (what a
+  generator offers for export; flows build their own graphs);
 * :class:`ModelEntry`: a model catalogue entry (what a plugin's ``restorekit_catalogue`` hook returns);
 * :mod:`restorekit.testing`: the conformance kit plugin authors call from their tests (imported on demand).
 
@@ -68,6 +71,7 @@ from .components import (
     ValidatorComponent,
 )
 from .errors import PluginWarning, UserError
+from .export import ExportGraph, Exportable, ExportedModel, export_model
 from .hookspecs import hookimpl
 from .latents import (
     Latents,
@@ -115,6 +119,9 @@ __all__ = [
     "SRSamples",
     "Component",
     "EncodeResult",
+    "ExportGraph",
+    "Exportable",
+    "ExportedModel",
     "FlowModel",
     "GeneratorComponent",
     "Injector",
@@ -150,6 +157,7 @@ __all__ = [
     "decode_finite",
     "first_finite",
     "hookimpl",
+    "export_model",
     "interpolate_latents",
     "ladder_below",
     "latent_norm",

@@ -107,6 +107,10 @@ class GeneratorComponent(Component[P]):
     """
 
     flow: bool | None = None
+    exportable: bool = False
+    """A claim that :func:`restorekit.export_model` exports this generator's networks (``forward``; a flow's
+    ``sample`` and ``mean`` graphs, see :class:`restorekit.Exportable`) to graphs equal to eager; the conformance
+    kit checks it. Export is tried for any generator; this only makes it part of the plugin's contract."""
     detect: Callable[[StateDict], bool] | None = None
     params_from_state_dict: Callable[[StateDict], dict[str, Any]] | None = None
     convert_state_dict: Callable[[StateDict, Any], dict[str, Tensor]] | None = None

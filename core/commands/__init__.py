@@ -17,6 +17,7 @@ from ..errors import UserError
 SUBCOMMANDS: dict[str, str] = {
     # name -> module (relative to restorekit.commands), imported only when the command runs
     "evaluate": ".evaluate_folders",
+    "export": ".export",
 }
 
 

@@ -17,7 +17,8 @@ What each kind gets:
   batch to ``scale``× output (:func:`check_forward`), honours ``size_multiple`` (:func:`check_size_multiple`),
   survives a state-dict round trip through :func:`restorekit.save_generator` and :func:`restorekit.load`
   (:func:`check_state_dict_roundtrip`), a flow also an encode/decode round trip with finite log-determinant
-  (:func:`check_flow`), and trains for a few steps through the real training path (:func:`check_training`);
+  (:func:`check_flow`), a component that claims ``exportable=True`` an export equal to eager on ``torch.export`` and
+  (with the ``export`` extra) onnxruntime (:func:`check_export`), and trains for a few steps through the real training path (:func:`check_training`);
 * loss: :func:`check_loss` = callable (plain function or ``nn.Module``) on a tiny state, finite scalar with finite
   gradients, then a few training steps;
 * validator: :func:`check_validator` = called with a model, :class:`~restorekit.Sample` items and a
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 from .components import check_component, check_generator, check_injector, check_loss, check_validator
 from .data import make_samples, tiny_state, write_images
+from .exports import check_export, onnx_available
 from .flows import check_flow
 from .generators import build_generator, check_forward, check_size_multiple, check_state_dict_roundtrip
 from .kit import KitUpsampler, KitUpsamplerParams, _KitPlugin, check_params, make_registry
@@ -46,6 +48,7 @@ __all__ = [
     "KitUpsampler",
     "build_generator",
     "check_component",
+    "check_export",
     "check_flow",
     "check_forward",
     "check_generator",
@@ -58,6 +61,7 @@ __all__ = [
     "check_validator",
     "make_registry",
     "make_samples",
+    "onnx_available",
     "tiny_state",
     "write_images",
 ]

@@ -24,6 +24,7 @@ from ..components import (
 )
 from ..registry import PluginRegistry
 from .data import make_samples, tiny_state
+from .exports import check_export
 from .flows import check_flow
 from .generators import build_generator, check_forward, check_size_multiple, check_state_dict_roundtrip, jitter
 from .kit import check_params, fail, resolve_component, work_folder
@@ -40,7 +41,8 @@ def check_generator(
     flow_atol: float = 1e-3,
 ) -> nn.Module:
     """All generator checks: builds, forward, ``size_multiple``, save/load round trip, flow round trip (flows),
-    and (``train``) a two-step training. Returns the built model."""
+    export equal to eager (components that claim ``exportable=True``: :func:`check_export`) and (``train``) a
+    two-step training. Returns the built model."""
     comp = resolve_component(registry, "generator", name)
     who = f"generator {name!r}"
     model = build_generator(comp, params)
@@ -52,6 +54,8 @@ def check_generator(
     if isinstance(model, FlowModel):
         check_flow(model, atol=flow_atol, name=who)
     with work_folder(tmp_dir) as root:
+        if comp.exportable:
+            check_export(model, name=who, tmp_dir=root / "export")
         if model.state_dict():  # a learning-free generator has nothing to save
             check_state_dict_roundtrip(registry, name, copy.deepcopy(model), root)
         if train and any(p.requires_grad for p in model.parameters()):

@@ -20,6 +20,7 @@ def restorekit_generators() -> list[GeneratorComponent[Any]]:
             summary="RRDB network (ESRGAN / Real-ESRGAN / SRFlow's RRDB), x1-x16; loads official, BasicSR "
             "and old ESRGAN files",
             flow=False,
+            exportable=True,
             detect=detect,
             params_from_state_dict=params_from_state_dict,
             convert_state_dict=convert_state_dict,

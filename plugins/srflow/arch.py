@@ -307,11 +307,12 @@ class SRFlowArch(nn.Module):
             fea = feats[ratio]
             if stacked is not None:
                 # nearest: source pixel floor(i·h_S/h_out) — repeated squares above LR, the top-left pixel at LR/2
-                size = (int(fea.shape[-2]), int(fea.shape[-1]))
-                f = size[0] // int(stacked.shape[-2])
-                if self.factor_cond and f >= 2 and size == (f * int(stacked.shape[-2]), f * int(stacked.shape[-1])):
-                    levels.append(UpMap(fea, F.pad(stacked, (1, 1, 1, 1)), f))
-                    continue
+                size = (fea.shape[-2], fea.shape[-1])  # no int(): torch.export keeps these sizes symbolic
+                if self.factor_cond:
+                    f = int(size[0]) // int(stacked.shape[-2])
+                    if f >= 2 and size == (f * int(stacked.shape[-2]), f * int(stacked.shape[-1])):
+                        levels.append(UpMap(fea, F.pad(stacked, (1, 1, 1, 1)), f))
+                        continue
                 same = size == tuple(stacked.shape[-2:])
                 fea = torch.cat([fea, stacked if same else F.interpolate(stacked, size=size, mode="nearest")], 1)
             levels.append(fea)

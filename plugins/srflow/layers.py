@@ -547,7 +547,7 @@ class CouplingCond(NamedTuple):
 
     shift_f: Tensor
     scale_f: Tensor
-    logscale_f: Tensor
+    logscale_f: Tensor | None
     affine_cond: Tensor
 
 
@@ -576,16 +576,17 @@ class CondAffineCoupling(nn.Module):
     def _shift_scale(self, g: Tensor) -> tuple[Tensor, Tensor]:
         return g[:, 0::2], torch.sigmoid(g[:, 1::2] + 2.0) + self.eps
 
-    def cond_terms(self, u: CondMap) -> CouplingCond:
+    def cond_terms(self, u: CondMap, logdet: bool = True) -> CouplingCond:
         """The latent-independent terms for the conditional map ``u`` (see :class:`CouplingCond`; an
-        :class:`UpMap` gives the same terms, computed faster)."""
+        :class:`UpMap` gives the same terms, computed faster). ``logdet=False``: no ``logscale_f`` (None), for
+        callers that compute no log-determinant (the export graphs)."""
         shift_f, scale_f = self._shift_scale(net_tail(self.fFeatures, self.fFeatures[0](u)))
         first: Conv2dActNorm = self.fAffine[0]  # type: ignore[assignment]
         if first.folding():  # the ActNorm folded in: affine_cond is then scaled and biased already
             affine = first.folded_conv(u, slice(self.c1, None))
         else:
             affine = first.tail_conv(self.c1, u)
-        return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)), affine)
+        return CouplingCond(shift_f, scale_f, sum_per_sample(torch.log(scale_f)) if logdet else None, affine)
 
     def cond_key(self) -> tuple[Any, ...]:
         """Changes whenever a parameter that :meth:`cond_terms` reads changes (for caches of its result)."""
@@ -614,6 +615,7 @@ class CondAffineCoupling(nn.Module):
             shift_a, scale_a = self._affine(x1, terms)
             y = torch.cat([x1, (x2 + shift_a) * scale_a], 1)
             if logdet is not None:
+                assert terms.logscale_f is not None, "terms made with logdet=False"
                 logdet = logdet + terms.logscale_f + sum_per_sample(torch.log(scale_a))
             return y, logdet
         y1, y2 = x[:, : self.c1], x[:, self.c1 :]
@@ -621,6 +623,7 @@ class CondAffineCoupling(nn.Module):
         v = torch.cat([y1, y2 / scale_a - shift_a], 1)
         out = v / terms.scale_f - terms.shift_f
         if logdet is not None:
+            assert terms.logscale_f is not None, "terms made with logdet=False"
             logdet = logdet - sum_per_sample(torch.log(scale_a)) - terms.logscale_f
         return out, logdet
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from restorekit import (
     NAN_LADDER,
     EncodeResult,
+    ExportGraph,
     UserError,
     as_temperature,
     decode_finite,
@@ -92,5 +93,14 @@ class SRFlowNet(SRFlowArch):
             return self.decode(x, temperature=t, generator=generator)  # type: ignore[no-any-return]
 
         return run_padded(run, lr, multiple=self.size_multiple, scale=s)
+
+    def export_graph(self, kind: str) -> ExportGraph:
+        """What ``restore-run export`` / :func:`restorekit.export_model` export (:class:`restorekit.Exportable`): the
+        ``sample`` graph ``(lr, *latents) → sr``, the temperature-0 ``mean`` graph ``lr → sr``, or the ``encode``
+        graph ``(hr, lr) → latents`` (see :mod:`restorekit_srflow.export`)."""
+        from .export import export_graph
+
+        return export_graph(self, kind)
+
 
 __all__ = ["SRFlowNet"]

@@ -19,6 +19,7 @@ def restorekit_generators() -> list[GeneratorComponent[Any]]:
             build=build_srflow,
             summary="SRFlow conditional normalising flow (official checkpoints, sampling, latent tools)",
             flow=True,
+            exportable=True,
             detect=detect,
             params_from_state_dict=params_from_state_dict,
             convert_state_dict=convert_state_dict,

@@ -15,7 +15,8 @@ from .validators import MAE, MAEParams
 def restorekit_generators() -> list[GeneratorComponent[Any]]:
     return [
         GeneratorComponent(name="espcn", params=ESPCNParams, build=build_espcn,
-                           summary="ESPCN sub-pixel CNN (Shi et al. 2016), learnable, x1-x8 (example plugin)"),
+                           summary="ESPCN sub-pixel CNN (Shi et al. 2016), learnable, x1-x8 (example plugin)",
+                           exportable=True),
         GeneratorComponent(name="bicubic", params=BicubicParams, build=build_bicubic,
                            summary="Learning-free bicubic / bilinear / nearest upsampler (example plugin)"),
     ]
