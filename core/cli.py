@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU peak RSS: a fresh process per path (default, exact) or sampled in this process")
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--train", action="store_true", help="also time a training step (and with checkpointing)")
+    bench.add_argument("--onnx", action="store_true",
+                       help="also time the model exported to ONNX on onnxruntime, interleaved with eager (fp32)")
     bench.add_argument("--compare", type=Path, metavar="OLD.json",
                        help="mark rows slower than in OLD.json beyond the measured noise (exit 1 if any)")
     quick = p.add_argument_group(
@@ -285,7 +287,7 @@ _MODES: dict[str, tuple[str, set[str]]] = {
     "schema": ("--schema", set()),
     "list_plugins": ("--list-plugins", {"json"}),
     "benchmark": ("--benchmark", {"model", "sizes", "batches", "precisions", "samples", "warmup", "repeats",
-                                  "compile", "no_memory", "memory_mode", "threads", "train", "compare", "json",
+                                  "compile", "no_memory", "memory_mode", "threads", "train", "onnx", "compare", "json",
                                   "device", "quiet"}),
     "options": ("--options", {"json"}),
     "list_models": ("--list-models", {"json"}),

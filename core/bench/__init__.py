@@ -1,6 +1,8 @@
 """``restore-run --benchmark``: throughput and peak memory of generator plugins, the fast path against the plain
 path (the same weights as built) and bicubic, as ratios in one process; what each row measures and how is in
-``docs/performance.md``. :func:`compare` marks rows whose time grew beyond the noise both runs measured.
+``docs/performance.md``. :func:`compare` marks rows whose time grew beyond the noise both runs measured. With
+``--onnx`` the model exported to ONNX (:func:`restorekit.export_model`) is timed on onnxruntime against eager, same
+inputs, interleaved (:mod:`.onnxrt`).
 
 Where things live: :mod:`.config` (:class:`BenchConfig`, :class:`Row`), :mod:`.models` (which models, their
 latent sets and training loss), :mod:`.measure` (timing, in-process peak memory, one row), :mod:`.process`

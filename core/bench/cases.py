@@ -97,6 +97,11 @@ def _run_case(bm: BenchModel, device: torch.device, precision: str, size: int, b
                              memory=_memory_for(cfg, device, replace(job, path="sample", chunk=chunk)),
                              extras=extras))
         times = [base]
+    if cfg.onnx and precision == "fp32":  # exported outside the precision and inference-mode contexts
+        from .onnxrt import onnx_rows
+
+        sets_onnx = _draw_sets(plain, lr, cfg.samples, cfg.temperature, cfg.seed) if bm.flow else None
+        rows.extend(onnx_rows(bm, plain, lr, sets_onnx, device, precision, base, cfg))
     if cfg.train:
         rows.extend(train_rows(bm, device, precision, lr_side, batch, scale, base, cfg, note, job))
     with torch.inference_mode():

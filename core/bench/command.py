@@ -64,7 +64,7 @@ def main_from_args(args: Any, registry: Any) -> int:
         precisions=[p.strip() for p in args.precisions.split(",") if p.strip()], devices=devices,
         samples=args.samples if args.samples is not None else 8, warmup=args.warmup, repeats=args.repeats,
         compile=args.compile, memory=not args.no_memory, memory_mode=args.memory_mode, threads=args.threads,
-        train=args.train,
+        train=args.train, onnx=bool(getattr(args, "onnx", False)),
     )
     json_path = Path(args.json) if args.json not in (None, "-") else None
     return main(cfg, registry, json_path=json_path, compare_path=args.compare)

@@ -37,6 +37,7 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     train: bool = False
+    onnx: bool = False  # also time the model exported to ONNX on onnxruntime (restorekit.bench.onnxrt)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Row:
     """One measured path of one case. Times in milliseconds (medians over the repeats)."""
 
     model: str
-    path: str  # forward | sample | bicubic
+    path: str  # forward | sample | bicubic | train… | forward-onnx | sample-onnx
     device: str
     precision: str
     lr: int

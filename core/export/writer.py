@@ -92,6 +92,23 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _tracing_flags() -> Iterator[None]:
+    """torch's default TF32 flags while tracing: torch.export reads the legacy ``cudnn.allow_tf32``, which raises once
+    the new per-backend flags were set (as ``run.tf32`` and the benchmark's precisions do). Tracing computes nothing
+    on a GPU, so the flags change no number."""
+    cudnn = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn is None or not hasattr(cudnn, "fp32_precision"):  # pragma: no cover - torch < 2.9
+        yield
+        return
+    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision)
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cudnn.rnn.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision = before
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     text = next((ln for ln in lines if not ln.startswith("For more information")), type(exc).__name__)
@@ -133,7 +150,7 @@ def trace(graph: ExportGraph, model: nn.Module, precision: str, name: str) -> to
         module = copy.deepcopy(module).half()
     inputs = _cast(graph.make_inputs(_lr(model, 2, *EXAMPLE_UNITS, seed=0)), dtype)
     try:
-        with torch.no_grad(), _quiet():
+        with torch.no_grad(), _quiet(), _tracing_flags():
             return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(module, inputs))
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises, the user gets one line
         raise UserError(f"{name}: cannot export the {graph.kind!r} graph: torch.export failed "
@@ -142,7 +159,7 @@ def trace(graph: ExportGraph, model: nn.Module, precision: str, name: str) -> to
 
 def _write_onnx(program: torch.export.ExportedProgram, graph: ExportGraph, path: Path, opset: int, name: str) -> None:
     try:
-        with _quiet():
+        with _quiet(), _tracing_flags():
             torch.onnx.export(program, (), str(path), input_names=list(graph.inputs),
                               output_names=list(graph.outputs), opset_version=opset, external_data=False,
                               dynamo=True)

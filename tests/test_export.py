@@ -1,0 +1,278 @@
+"""restore-run export / restorekit.export_model: ONNX (on onnxruntime) and torch.export artifacts equal to eager at
+LR sizes the trace never saw, SRFlow's sampling graph with given latents, sidecars, one-line errors, the kit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import restorekit
+from restorekit import ExportedModel, UserError, export_model, sample_latents
+from restorekit.catalogue.hashes import sha256_file
+from restorekit.export.writer import EXAMPLE_UNITS
+from restorekit.testing import check_export
+
+from fakes import FakeFlow, make_registry, run, srflow_tiny
+
+ort = pytest.importorskip("onnxruntime", reason="the export extra (pip install 'restorekit[export]')")
+pytest.importorskip("onnxscript", reason="the export extra (pip install 'restorekit[export]')")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+UNSEEN = ((1, 3, 4), (2, 6, 5))  # (batch, height, width) in units of size_multiple; the trace saw (2, 5, 7)
+
+
+def rel(a: Tensor | np.ndarray, b: Tensor) -> float:
+    a = torch.as_tensor(a)
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def lr_batch(model: nn.Module, batch: int, hu: int, wu: int, seed: int = 3) -> Tensor:
+    m = model.size_multiple
+    return torch.rand(batch, 3, m * hu, m * wu, generator=torch.Generator().manual_seed(seed))
+
+
+def rrdb(kind: str) -> nn.Module:
+    """The RRDB family at fixture/test size: the SRFlow release's RRDB and ESRGAN (the official-format fixture file
+    with its two wirings), Real-ESRGAN x4plus and x2plus (pixel-unshuffle) layouts, the bundled model."""
+    fixture = FIXTURES / "rrdb_x4" / "official.pth"
+    if kind == "srflow-release-rrdb":
+        return restorekit.load(fixture, variant="srflow")
+    if kind == "esrgan":
+        return restorekit.load(fixture, variant="esrgan")
+    if kind == "bundled-rrdb-x4":
+        return restorekit.load("bundled-rrdb-x4")
+    comp = make_registry().get("generator", "rrdb").component
+    params = {"realesrgan-x4plus": {"scale": 4}, "realesrgan-x2plus": {"scale": 2, "pixel_unshuffle": True}}[kind]
+    torch.manual_seed(0)
+    model = comp.build(comp.params.model_validate({"nf": 8, "nb": 1, "gc": 4, **params})).eval()
+    return model
+
+
+@pytest.mark.parametrize("kind", ["srflow-release-rrdb", "esrgan", "realesrgan-x4plus", "realesrgan-x2plus",
+                                  "bundled-rrdb-x4"])
+def test_rrdb_family_onnx_equals_eager_on_onnxruntime_at_unseen_sizes(kind: str, tmp_path: Path) -> None:
+    model = rrdb(kind)
+    out = tmp_path / f"{kind}.onnx"
+    result = export_model(model, out)
+    assert result.max_relative_error is not None and result.max_relative_error <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # plain onnxruntime
+    assert [i.name for i in session.get_inputs()] == ["lr"]
+    for b, hu, wu in UNSEEN:
+        assert (hu, wu) != EXAMPLE_UNITS
+        lr = lr_batch(model, b, hu, wu)
+        (got,) = session.run(None, {"lr": lr.numpy()})
+        with torch.no_grad():
+            want = model(lr)
+        assert got.shape == tuple(want.shape) == (b, 3, lr.shape[2] * model.scale, lr.shape[3] * model.scale)
+        assert rel(got, want) <= 1e-4
+
+
+def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None:
+    model = rrdb("realesrgan-x2plus")
+    out = tmp_path / "x2.pt2"
+    export_model(model, out)
+    program = torch.export.load(str(out)).module()
+    for b, hu, wu in UNSEEN:
+        lr = lr_batch(model, b, hu, wu)
+        with torch.no_grad():
+            assert rel(program(lr), model(lr)) <= 1e-6
+
+
+def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_path: Path) -> None:
+    model = restorekit.load("bundled-srflow-x4")
+    out = tmp_path / "sampler.onnx"
+    export_model(model, out)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    shapes = model.latent_shapes((1, 3, 8, 8))
+    assert names == ["lr"] + [f"z{i}" for i in range(len(shapes))]
+    for b, hu, wu in UNSEEN:
+        lr = lr_batch(model, b, hu, wu)
+        gen = torch.Generator().manual_seed(7)
+        zs = sample_latents(model.latent_shapes(lr.shape), 0.8, gen, batch=b)
+        feeds = {"lr": lr.numpy(), **{f"z{i}": z.numpy() for i, z in enumerate(zs)}}
+        (got,) = session.run(None, feeds)
+        with torch.no_grad():
+            want = model.decode(lr, zs)
+        assert rel(got, want) <= 1e-4
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert not ops & {"Log", "Inverse", "RandomNormal", "RandomNormalLike", "Det"}  # no log-det, no inverse, no noise
+
+
+def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path) -> None:
+    model = srflow_tiny()
+    out = tmp_path / "mean.onnx"
+    result = export_model(model, out, temperature=0)
+    assert result.sidecar["graph"] == "mean"
+    runner = ExportedModel(out)
+    assert runner.inputs == ["lr"]
+    for b, hu, wu in UNSEEN:
+        lr = lr_batch(model, b, hu, wu)
+        with torch.no_grad():
+            assert rel(runner(lr), model.decode(lr, temperature=0.0)) <= 1e-4
+
+
+def test_srflow_fixture_sampling_and_encode_graphs_round_trip_as_pt2(tmp_path: Path) -> None:
+    model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth")
+    export_model(model, tmp_path / "s.pt2")
+    sampler = torch.export.load(str(tmp_path / "s.pt2")).module()
+    lr = lr_batch(model, 2, 3, 4)
+    zs = sample_latents(model.latent_shapes(lr.shape), 0.6, torch.Generator().manual_seed(1), batch=2)
+    with torch.no_grad():
+        assert rel(sampler(lr, *zs), model.decode(lr, zs)) <= 1e-5
+    export_model(model, tmp_path / "e.pt2", graph="encode")
+    encoder = torch.export.load(str(tmp_path / "e.pt2")).module()
+    hr = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        got, want = encoder(hr, lr), model.encode(hr, lr).latents
+    assert len(got) == len(want)
+    assert max(rel(a, b) for a, b in zip(got, want)) <= 1e-4
+
+
+def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
+    ckpt = FIXTURES / "srflow_x4" / "official.pth"
+    out = tmp_path / "s.pt2"
+    result = export_model(ckpt, out, graph="mean")
+    side = json.loads((tmp_path / "s.pt2.json").read_text())
+    assert side == result.sidecar
+    model = restorekit.load(ckpt)
+    assert side["format"] == "torch.export" and side["graph"] == "mean"
+    assert (side["scale"], side["size_multiple"], side["input_range"]) == (4, 2, [0.0, 1.0])
+    assert side["precision"] == "fp32" and side["dtype"] == "float32"
+    assert side["source"]["sha256"] == sha256_file(ckpt)
+    assert side["parity"]["max_relative_error"] <= 1e-4
+    table = side["flow"]["latent_shapes"]
+    assert len(table) >= 2
+    for row in table:
+        assert row["latents"] == [list(s) for s in model.latent_shapes((1, 3, *row["lr"]))]
+    assert "N(0, T^2)" in side["flow"]["temperature"] and "sample_latents" in side["flow"]["temperature"]
+    assert side["flow"]["latent_names"] == [f"z{i}" for i in range(len(table[0]["latents"]))]
+
+
+def test_fp16_export_runs_on_onnxruntime_close_to_fp32_eager(tmp_path: Path) -> None:
+    model = rrdb("srflow-release-rrdb")
+    result = export_model(model, tmp_path / "h.onnx", precision="fp16")
+    assert result.sidecar["dtype"] == "float16"
+    assert result.max_relative_error is not None and 1e-6 < result.max_relative_error <= 2e-2
+
+
+# ------------------------------------------------------------------------------------------------
+# one-line errors, nothing written
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_cli_export_writes_artifact_and_sidecar(tmp_path: Path, capsys) -> None:
+    code, out, err = run(["export", "--model", FIXTURES / "rrdb_x4" / "official.pth", "--output",
+                          tmp_path / "r.onnx", "--opset", "18"], capsys)
+    assert code == 0, err
+    assert leftovers(tmp_path) == ["r.onnx", "r.onnx.json"]
+    assert "max relative difference to eager" in out
+    assert json.loads((tmp_path / "r.onnx.json").read_text())["opset"] == 18
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "bundled-rrdb-x4", "--output", "{tmp}/r.txt"], "unknown export format '.txt'"),
+    (["--model", "bundled-rrdb-x4", "--output", "{tmp}/file/r.onnx"], "exists and is not a folder"),
+    (["--model", "bundled-rrdb-x4", "--output", "{tmp}/r.onnx", "--graph", "sample"], "is not a flow"),
+    (["--model", "bundled-srflow-x4", "--output", "{tmp}/r.onnx", "--precision", "fp16"], "cannot be exported in fp16"),
+    (["--model", "bundled-rrdb-x4", "--output", "{tmp}/r.pt2", "--opset", "17"], "only for ONNX files"),
+])
+def test_cli_errors_are_one_line_and_write_nothing(args: list[str], message: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    code, out, err = run(["export", *[a.format(tmp=tmp_path) for a in args]], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err, err
+    assert leftovers(tmp_path) == ["file"]
+
+
+def test_missing_onnx_packages_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
+    with pytest.raises(UserError, match=r"^exporting to ONNX needs onnxscript, which is not installed "
+                                         r"\(pip install 'restorekit\[export\]'\)$"):
+        export_model(rrdb("realesrgan-x4plus"), tmp_path / "r.onnx")
+    assert leftovers(tmp_path) == []
+
+
+def test_sizes_outside_the_export_are_one_line(tmp_path: Path) -> None:
+    model = srflow_tiny()
+    export_model(model, tmp_path / "m.onnx", graph="mean", check=False)
+    runner = ExportedModel(tmp_path / "m.onnx")
+    with pytest.raises(UserError, match=r"LR size 7x8 is outside what this export supports: height and width must "
+                                        r"be positive multiples of 2"):
+        runner(torch.rand(1, 3, 7, 8))
+
+
+class Branchy(nn.Module):
+    """A generator whose output depends on a Python branch on tensor values: it cannot be traced."""
+
+    scale, size_multiple = 2, 1
+
+    def forward(self, lr: Tensor) -> Tensor:
+        up = F.interpolate(lr, scale_factor=2, mode="nearest")
+        return up if float(lr.mean()) > 0.5 else 1 - up
+
+
+def test_a_generator_that_cannot_export_gets_one_line_why(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as info:
+        export_model(Branchy(), tmp_path / "b.onnx", name="branchy")
+    assert str(info.value).startswith("branchy: cannot export the 'forward' graph: torch.export failed (")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"^fakeflow: cannot export: FakeFlow is a flow without export_graph\(\)"):
+        export_model(FakeFlow(), tmp_path / "f.pt2", name="fakeflow")
+    assert leftovers(tmp_path) == []
+
+
+def test_pipeline_network_exports(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "p.toml"
+    spec.write_text('[run]\nmode = "infer"\n\n[networks.generator]\ncomponent = "rrdb"\n'
+                    'params = { nf = 8, nb = 1, gc = 4, scale = 2 }\n\n[infer]\ninput = "in"\noutput = "out"\n')
+    (tmp_path / "in").mkdir()
+    code, out, err = run(["export", "--pipeline", spec, "--network", "generator", "--output", tmp_path / "g.pt2"],
+                         capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "g.pt2.json").read_text())["scale"] == 2
+    code, out, err = run(["export", "--pipeline", spec, "--network", "nope", "--output", tmp_path / "n.pt2"], capsys)
+    assert code == 2 and "has no network 'nope' (networks: generator)" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# the conformance kit
+
+
+class Drifting(nn.Module):
+    """Traces, but its graph is not what eager computes: each eager call scales by its call count, which the trace
+    bakes in."""
+
+    scale, size_multiple = 1, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, lr: Tensor) -> Tensor:
+        self.calls += 1
+        return lr * float(self.calls)
+
+
+def test_the_kit_checks_an_export_claim(tmp_path: Path) -> None:
+    errors = check_export(srflow_tiny(), name="generator 'srflow'", tmp_dir=tmp_path / "a")
+    assert set(errors) == {"kit_export_sample.pt2", "kit_export_mean.pt2", "kit_export_sample.onnx"}
+    assert max(errors.values()) <= 1e-4
+    with pytest.raises(AssertionError, match=r"^generator 'branchy': claims exportable=True, but the 'forward' graph "
+                                             r"does not export to \.pt2: "):
+        check_export(Branchy(), name="generator 'branchy'", tmp_dir=tmp_path / "b")
+    with pytest.raises(AssertionError, match=r"^generator 'drifting': the exported 'forward' graph \(\.pt2\) differs "
+                                             r"from eager by .* relative \(limit 1e-04\)$"):
+        check_export(Drifting(), name="generator 'drifting'", tmp_dir=tmp_path / "c")
