@@ -139,7 +139,9 @@ def test_srflow_fixture_sampling_and_encode_graphs_round_trip_as_pt2(tmp_path: P
 
 
 def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
-    ckpt = FIXTURES / "srflow_x4" / "official.pth"
+    tiny = srflow_tiny()
+    ckpt = tmp_path / "tiny.safetensors"
+    restorekit.save_generator(ckpt, tiny, "srflow", tiny.arch_params)
     out = tmp_path / "s.pt2"
     result = export_model(ckpt, out, graph="mean")
     side = json.loads((tmp_path / "s.pt2.json").read_text())
@@ -236,8 +238,17 @@ def test_a_generator_that_cannot_export_gets_one_line_why(tmp_path: Path) -> Non
 
 def test_pipeline_network_exports(tmp_path: Path, capsys) -> None:
     spec = tmp_path / "p.toml"
-    spec.write_text('[run]\nmode = "infer"\n\n[networks.generator]\ncomponent = "rrdb"\n'
-                    'params = { nf = 8, nb = 1, gc = 4, scale = 2 }\n\n[infer]\ninput = "in"\noutput = "out"\n')
+    spec.write_text('''[run]
+mode = "infer"
+
+[networks.generator]
+component = "rrdb"
+params = { nf = 8, nb = 1, gc = 4, scale = 2 }
+
+[infer]
+inputs = ["in"]
+output_dir = "out"
+''')
     (tmp_path / "in").mkdir()
     code, out, err = run(["export", "--pipeline", spec, "--network", "generator", "--output", tmp_path / "g.pt2"],
                          capsys)
@@ -276,3 +287,20 @@ def test_the_kit_checks_an_export_claim(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"^generator 'drifting': the exported 'forward' graph \(\.pt2\) differs "
                                              r"from eager by .* relative \(limit 1e-04\)$"):
         check_export(Drifting(), name="generator 'drifting'", tmp_dir=tmp_path / "c")
+
+
+# ------------------------------------------------------------------------------------------------
+# restore-run --benchmark --onnx
+
+
+def test_benchmark_onnx_rows_sit_next_to_eager(registry) -> None:
+    from restorekit.bench import BenchConfig, run_benchmark
+
+    cfg = BenchConfig(models=["rrdb:{nf = 8, nb = 1, gc = 4, scale = 2}"], sizes=[12], onnx=True, memory=False,
+                      repeats=2, warmup=0)
+    rows, _ = run_benchmark(cfg, registry)
+    paths = [r.path for r in rows]
+    assert paths == ["forward", "forward-onnx", "bicubic"]
+    onnx_row = rows[1]
+    assert onnx_row.note.startswith("onnxruntime ") and onnx_row.plain_ms and onnx_row.speedup_vs_plain
+    assert onnx_row.max_abs_diff is not None and onnx_row.max_abs_diff < 1e-4

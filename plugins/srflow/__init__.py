@@ -1,7 +1,8 @@
 """restorekit_srflow: SRFlow (Lugmayr et al., arXiv 2006.14200) for restorekit.
 
 Public API: :class:`SRFlowNet` (``encode`` / ``decode`` / ``conditional_features`` / ``latent_shapes`` /
-``forward`` / ``rrdb_forward``; the plain architecture is :class:`SRFlowArch`), its params model and factory (:class:`SRFlowParams`, :func:`build_srflow`,
+``forward`` / ``rrdb_forward`` / ``export_graph`` — the ``sample``, ``mean`` and ``encode`` graphs of
+:mod:`restorekit_srflow.export`; the plain architecture is :class:`SRFlowArch`), its params model and factory (:class:`SRFlowParams`, :func:`build_srflow`,
 :data:`PRESETS`), the flow layers, the checkpoint functions (:func:`detect`, :func:`params_from_state_dict`,
 :func:`convert_state_dict`) and the latent tools (:func:`sample_latents`, :func:`normalize_latents`,
 :func:`transfer_latents`, :func:`interpolate_latents`, … — implemented in ``restorekit.latents``, re-exported).
