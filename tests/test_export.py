@@ -60,9 +60,8 @@ def rrdb(kind: str) -> nn.Module:
 def test_rrdb_family_onnx_equals_eager_on_onnxruntime_at_unseen_sizes(kind: str, tmp_path: Path) -> None:
     model = rrdb(kind)
     out = tmp_path / f"{kind}.onnx"
-    result = export_model(model, out)
-    assert result.max_relative_error is not None and result.max_relative_error <= 1e-4
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # plain onnxruntime
+    export_model(model, out, check=False)  # checked here, on plain onnxruntime
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["lr"]
     for b, hu, wu in UNSEEN:
         assert (hu, wu) != EXAMPLE_UNITS
@@ -77,7 +76,7 @@ def test_rrdb_family_onnx_equals_eager_on_onnxruntime_at_unseen_sizes(kind: str,
 def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None:
     model = rrdb("realesrgan-x2plus")
     out = tmp_path / "x2.pt2"
-    export_model(model, out)
+    export_model(model, out, check=False)
     program = torch.export.load(str(out)).module()
     for b, hu, wu in UNSEEN:
         lr = lr_batch(model, b, hu, wu)
@@ -88,7 +87,7 @@ def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None
 def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_path: Path) -> None:
     model = restorekit.load("bundled-srflow-x4")
     out = tmp_path / "sampler.onnx"
-    export_model(model, out)
+    export_model(model, out, check=False)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     shapes = model.latent_shapes((1, 3, 8, 8))
@@ -111,7 +110,7 @@ def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_p
 def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path) -> None:
     model = srflow_tiny()
     out = tmp_path / "mean.onnx"
-    result = export_model(model, out, temperature=0)
+    result = export_model(model, out, temperature=0, check=False)
     assert result.sidecar["graph"] == "mean"
     runner = ExportedModel(out)
     assert runner.inputs == ["lr"]
@@ -121,15 +120,16 @@ def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path)
             assert rel(runner(lr), model.decode(lr, temperature=0.0)) <= 1e-4
 
 
-def test_srflow_fixture_sampling_and_encode_graphs_round_trip_as_pt2(tmp_path: Path) -> None:
-    model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth")
-    export_model(model, tmp_path / "s.pt2")
+def test_srflow_fixture_sampling_graph_and_tiny_encode_graph_round_trip_as_pt2(tmp_path: Path) -> None:
+    model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth")  # the official-format fixture checkpoint
+    export_model(model, tmp_path / "s.pt2", check=False)
     sampler = torch.export.load(str(tmp_path / "s.pt2")).module()
     lr = lr_batch(model, 2, 3, 4)
     zs = sample_latents(model.latent_shapes(lr.shape), 0.6, torch.Generator().manual_seed(1), batch=2)
     with torch.no_grad():
         assert rel(sampler(lr, *zs), model.decode(lr, zs)) <= 1e-5
-    export_model(model, tmp_path / "e.pt2", graph="encode")
+    model = srflow_tiny()
+    export_model(model, tmp_path / "e.pt2", graph="encode", check=False)
     encoder = torch.export.load(str(tmp_path / "e.pt2")).module()
     hr = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
     with torch.no_grad():
@@ -208,9 +208,8 @@ def test_missing_onnx_packages_are_one_line(tmp_path: Path, monkeypatch) -> None
 
 
 def test_sizes_outside_the_export_are_one_line(tmp_path: Path) -> None:
-    model = srflow_tiny()
-    export_model(model, tmp_path / "m.onnx", graph="mean", check=False)
-    runner = ExportedModel(tmp_path / "m.onnx")
+    export_model(rrdb("realesrgan-x2plus"), tmp_path / "m.pt2", check=False)  # pixel-unshuffle: multiples of 2
+    runner = ExportedModel(tmp_path / "m.pt2")
     with pytest.raises(UserError, match=r"LR size 7x8 is outside what this export supports: height and width must "
                                         r"be positive multiples of 2"):
         runner(torch.rand(1, 3, 7, 8))
@@ -278,8 +277,8 @@ class Drifting(nn.Module):
 
 
 def test_the_kit_checks_an_export_claim(tmp_path: Path) -> None:
-    errors = check_export(srflow_tiny(), name="generator 'srflow'", tmp_dir=tmp_path / "a")
-    assert set(errors) == {"kit_export_sample.pt2", "kit_export_mean.pt2", "kit_export_sample.onnx"}
+    errors = check_export(rrdb("realesrgan-x4plus"), name="generator 'rrdb'", tmp_dir=tmp_path / "a")
+    assert set(errors) == {"kit_export_forward.pt2", "kit_export_forward.onnx"}  # flows: test_conformance
     assert max(errors.values()) <= 1e-4
     with pytest.raises(AssertionError, match=r"^generator 'branchy': claims exportable=True, but the 'forward' graph "
                                              r"does not export to \.pt2: "):
