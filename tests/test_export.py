@@ -84,6 +84,7 @@ def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None
             assert rel(program(lr), model(lr)) <= 1e-6
 
 
+@pytest.mark.slow  # the bundled / fixture SRFlow: a full-size trace (CI runs slow tests too)
 def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_path: Path) -> None:
     model = restorekit.load("bundled-srflow-x4")
     out = tmp_path / "sampler.onnx"
@@ -120,6 +121,7 @@ def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path)
             assert rel(runner(lr), model.decode(lr, temperature=0.0)) <= 1e-4
 
 
+@pytest.mark.slow  # the bundled / fixture SRFlow: a full-size trace (CI runs slow tests too)
 def test_srflow_fixture_sampling_graph_and_tiny_encode_graph_round_trip_as_pt2(tmp_path: Path) -> None:
     model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth")  # the official-format fixture checkpoint
     export_model(model, tmp_path / "s.pt2", check=False)
