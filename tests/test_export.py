@@ -152,6 +152,8 @@ def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
     assert side["format"] == "torch.export" and side["graph"] == "mean"
     assert (side["scale"], side["size_multiple"], side["input_range"]) == (4, 2, [0.0, 1.0])
     assert side["precision"] == "fp32" and side["dtype"] == "float32"
+    assert side["inputs"] == [{"name": "lr", "dims": ["batch", 3, "height", "width"]}]
+    assert side["outputs"] == [{"name": "sr", "dims": ["batch", 3, "height*4", "width*4"]}]
     assert side["source"]["sha256"] == sha256_file(ckpt)
     assert side["parity"]["max_relative_error"] <= 1e-4
     table = side["flow"]["latent_shapes"]

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, registry: Any) -> int:
     err = result.max_relative_error
     parity = f"max relative difference to eager {err:.1e}" if err is not None else "not checked against eager"
     inputs = ", ".join(i["name"] for i in side["inputs"])
-    print(f"wrote {result.path} ({side['format']}, {side['graph']} graph: {inputs} -> {', '.join(side['outputs'])}, "
+    print(f"wrote {result.path} ({side['format']}, {side['graph']} graph: {inputs} -> {', '.join(o['name'] for o in side['outputs'])}, "
           f"{side['precision']}; {parity})")
     print(f"wrote {result.sidecar_path}")
     return 0

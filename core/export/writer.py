@@ -221,11 +221,18 @@ def sidecar(model: nn.Module, graph: ExportGraph, fmt: str, precision: str, opse
 
     scale = int(getattr(model, "scale", 1) or 1)
     m = int(getattr(model, "size_multiple", 1) or 1)
-    dims = {"lr": ["batch", _channels(model), "height", "width"]}
+    dims: dict[str, list[Any]] = {"lr": ["batch", _channels(model), "height", "width"],
+                                  "hr": ["batch", _channels(model), f"height*{scale}", f"width*{scale}"]}
+    if isinstance(model, FlowModel):  # z<i>: (batch, C, height·r, width·r) at LR height × width
+        h0 = 16 * m
+        for i, (c, hh, ww) in enumerate(model.latent_shapes((1, _channels(model), h0, h0))):
+            dims[f"z{i}"] = ["batch", int(c), f"height*{hh / h0:g}", f"width*{ww / h0:g}"]
     data: dict[str, Any] = {
         "format": fmt, "graph": graph.kind, "model": name,
         "inputs": [{"name": n, "dims": dims.get(n, ["batch", "channels", "height", "width"])} for n in graph.inputs],
-        "outputs": list(graph.outputs),
+        "outputs": [{"name": n, "dims": dims.get(n, ["batch", "channels", "height", "width"])} if n != "sr" else
+                    {"name": n, "dims": ["batch", _channels(model), f"height*{scale}", f"width*{scale}"]}
+                    for n in graph.outputs],
         "scale": scale, "size_multiple": m,
         "lr_sizes": f"height and width positive multiples of {m}; batch, height and width dynamic",
         "input_range": [0.0, 1.0], "output_range": "about [0, 1], not clamped: clip before quantising",
