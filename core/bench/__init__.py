@@ -7,7 +7,7 @@ inputs, interleaved (:mod:`.onnxrt`).
 Where things live: :mod:`.config` (:class:`BenchConfig`, :class:`Row`), :mod:`.models` (which models, their
 latent sets and training loss), :mod:`.measure` (timing, in-process peak memory, one row), :mod:`.process`
 (peak memory in a fresh process), :mod:`.cases` (one case, the whole run), :mod:`.training` (the train rows: the
-trainer's own step), :mod:`.report` (table, JSON, compare), :mod:`.command` (the CLI entry). Every public name is
+trainer's own step), :mod:`.report` (table, JSON, compare), :mod:`.onnxrt` (the ``--onnx`` rows), :mod:`.command` (the CLI entry). Every public name is
 importable from ``restorekit.bench``.
 """
 

@@ -83,9 +83,20 @@ def graph_for(model: nn.Module, kind: str | None = None, *, temperature: float |
                         "draws noise and inverts layers inside; the plugin must offer a traceable graph)")
     if kind != "forward":
         raise UserError(f"{name}: cannot export a {kind!r} graph: {type(model).__name__} is not a flow (only 'forward')")
-    module = copy.deepcopy(model).eval()
-    return ExportGraph(kind="forward", module=module, inputs=("lr",), outputs=("sr",),
-                       make_inputs=lambda lr: (lr,), reference=model)
+    return ExportGraph(kind="forward", module=_Forward(copy.deepcopy(model).eval()), inputs=("lr",),
+                       outputs=("sr",), make_inputs=lambda lr: (lr,), reference=model)
+
+
+class _Forward(nn.Module):
+    """``model.forward(lr)`` without the hooks registered on ``model`` itself (``restorekit.load``'s input-range
+    warning reads tensor values, which a graph cannot branch on); hooks of its submodules still run."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.model.forward(lr)  # type: ignore[no-any-return]
 
 
 __all__ = ["GRAPH_KINDS", "ExportGraph", "Exportable", "GraphKind", "default_kind", "graph_for"]

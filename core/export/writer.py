@@ -195,7 +195,7 @@ def _source(model: Any, registry: Any) -> tuple[nn.Module, Path | None, str]:
 
     text = str(model)
     registry = registry or PluginRegistry.load()
-    module = load(text, registry=registry)
+    module = load(text, registry=registry, fast=False)  # the network as built: NCHW, no fast-path switches
     path = Path(text)
     if not path.is_file():
         from ..catalogue import fetch, load_catalogue, lookup
