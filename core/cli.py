@@ -117,6 +117,7 @@ def dry_run(plan: Any) -> int:
     import torch
 
     from .plan import check_infer_model
+    from .spec import EvalSpec
 
     spec = plan.spec
     modules = {}
@@ -156,9 +157,13 @@ def dry_run(plan: Any) -> int:
         inj = ", ".join(f"{c.name}:{c.resolved.component.name}" for c in step.injectors)
         los = ", ".join(f"{c.name}:{c.resolved.component.name}x{c.spec.weight}" for c in step.losses)
         print(f"step {step.name}: networks={step.spec.networks} injectors=[{inj}] losses=[{los}]")
+    mode = spec.run.mode
+    evaluates = mode == "eval" or (mode == "train" and spec.eval is not None)
     for v in plan.validators:
-        print(f"validator {v.name}: {v.resolved.component.name} on {v.spec.network}")
-    if spec.train is not None and spec.run.mode == "train":
+        roles = [r for r, used in (("training validation", mode == "train" and v.name in spec.train_validators),
+                                   ("evaluation", evaluates and v.name in spec.eval_validators)) if used]
+        print(f"validator {v.name}: {v.resolved.component.name} on {v.spec.network} ({', '.join(roles) or 'unused'})")
+    if spec.train is not None and mode == "train":
         print(f"train: {spec.train.steps} steps")
     if spec.infer is not None and spec.run.mode in ("infer", "train"):
         i = spec.infer
@@ -171,6 +176,13 @@ def dry_run(plan: Any) -> int:
         if i.tile is not None:
             shown += f" tile={i.tile.size} overlap={i.tile.overlap}"
         print(shown + f" overwrite={str(i.overwrite).lower()}")
+    if evaluates:
+        ev = spec.eval if spec.eval is not None else EvalSpec()
+        when = " (after training)" if mode == "train" else ""
+        nets = ",".join(ev.generators or dict.fromkeys(v.spec.network for v in plan.eval_validators))
+        seed = ev.seed if ev.seed is not None else spec.run.seed
+        print(f"eval{when}: networks={nets} temperatures={ev.temperatures} samples={ev.samples} seed={seed} "
+              f"validators={','.join(v.name for v in plan.eval_validators)} output={spec.run.output_dir}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Evaluation (``run.mode = "eval"``): the plan's validators over ``[data.val]`` at every ``[eval]`` temperature, on
-one or several generators; tables on stdout, ``eval.json``, ``eval.md``, CSV files and plots in ``run.output_dir``."""
+"""Evaluation (``run.mode = "eval"``, or after training when ``[eval]`` is present): the plan's evaluation validators
+over ``[data.val]`` at every ``[eval]`` temperature, on one or several generators; tables on stdout, ``eval.json``,
+``eval.md``, CSV files and plots in ``run.output_dir``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 from .files import write_text
 from .components import Sample, SampleScorer, ValidationContext
 from .eval_report import EvalRow, text_tables, write_reports
-from .scoring import mean_rows, sr_samples
+from .scoring import mean_rows, sr_sweep
 from .spec import EvalSpec
 from .data.datasets import load_val_samples
 from .errors import UserError, where
@@ -54,9 +55,9 @@ def _generators(plan: Plan, networks: dict[str, nn.Module]) -> list[tuple[str, l
     validator's own network."""
     ev = plan.spec.eval
     if ev is not None and ev.generators:
-        return [(g, list(plan.validators)) for g in ev.generators]
+        return [(g, plan.eval_validators) for g in ev.generators]
     order: dict[str, list[Any]] = {}
-    for vplan in plan.validators:
+    for vplan in plan.eval_validators:
         order.setdefault(vplan.spec.network, []).append(vplan)
     return list(order.items())
 
@@ -77,17 +78,19 @@ def _network(plan: Plan, name: str, nets: dict[str, nn.Module]) -> nn.Module:
 
 
 def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalResult:
-    """Run every validator of ``plan`` over ``[data.val]``, at every ``[eval]`` temperature, on every generator.
+    """Run the evaluation validators of ``plan`` (``[eval] validators``, or all) over ``[data.val]``, at every
+    ``[eval]`` temperature, on every generator.
 
-    Networks are built from the plan (checkpoints loaded) unless given. A :class:`~restorekit.SampleScorer`
-    validator sees every (temperature, sample) output, drawn once per image by :func:`restorekit.draw_outputs`
-    (sample ``i`` with seed ``[eval] seed + i``: what ``restore-run`` draws); any other validator is called once per
-    generator (``validator(model, samples, ctx)``, ``ctx.temperature`` the first temperature) and its numbers appear
-    at every temperature. Prints a table per temperature and writes ``eval.json``, ``eval.md``, ``eval_mean.csv``,
-    ``eval_per_image.csv`` and the plots into ``run.output_dir``.
+    Networks are built from the plan (checkpoints loaded) unless given (after training: the trained ones). A
+    :class:`~restorekit.SampleScorer` validator sees every (temperature, sample) output, drawn image by image by
+    :func:`restorekit.scoring.draw_sweep` (sample ``i`` with seed ``[eval] seed + i``: what ``restore-run`` draws; a
+    flow's conditional features computed once per image for all temperatures); any other validator is called once
+    per generator (``validator(model, samples, ctx)``, ``ctx.temperature`` the first temperature) and its numbers
+    appear at every temperature. Prints a table per temperature and writes ``eval.json``, ``eval.md``,
+    ``eval_mean.csv``, ``eval_per_image.csv`` and the plots into ``run.output_dir``.
     """
     spec = plan.spec
-    if spec.data.val is None or not plan.validators:
+    if spec.data.val is None or not plan.eval_validators:
         raise UserError.at(plan.source, None, "evaluation needs [data.val] and at least one [validators.<name>]")
     ev = spec.eval or EvalSpec()
     seed = ev.seed if ev.seed is not None else spec.run.seed
@@ -95,7 +98,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     nets: dict[str, nn.Module] = dict(networks or {})
     cache: dict[tuple[int, int], list[Sample]] = {}
     out_dir = Path(spec.run.output_dir)
-    built = {vplan.name: vplan.build() for vplan in plan.validators}
+    built = {vplan.name: vplan.build() for vplan in plan.eval_validators}
     rows: list[EvalRow] = []
     compare = len(ev.generators) > 1
     notes = [f"{ev.samples} sample(s) per image and temperature (one at temperature 0), sample i drawn with seed "
@@ -133,13 +136,15 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
                     continue
                 fixed.update({f"{vplan.name}.{k}": float(v) for k, v in result.metrics.items()})
                 fixed_rows[vplan.name] = [dict(r) for r in result.per_image]
+            sweep: dict[float, dict[str, list[dict[str, Any]]]] = {
+                float(t): {v.name: [] for v in scorers} for t in ev.temperatures}
+            if scorers:  # image by image, every temperature (the image's conditional features computed once)
+                for item in sr_sweep(net, samples, ev.temperatures, context("", ev.temperatures[0])):
+                    for vplan in scorers:
+                        sweep[item.temperature][vplan.name].append(
+                            {"name": item.name, **built[vplan.name].score(item, context(vplan.name, item.temperature))})
             for t in ev.temperatures:
-                per: dict[str, list[dict[str, Any]]] = {v.name: [] for v in scorers}
-                if scorers:
-                    for item in sr_samples(net, samples, context("", t)):
-                        for vplan in scorers:
-                            per[vplan.name].append({"name": item.name,
-                                                    **built[vplan.name].score(item, context(vplan.name, t))})
+                per = sweep[float(t)]
                 metrics = {f"{name}.{k}": v for name, r in per.items() for k, v in mean_rows(r).items()}
                 metrics.update(fixed)
                 by_validator = {**per, **fixed_rows}

@@ -1,6 +1,7 @@
 """Run a plan: dispatch to training, evaluation or inference. Returns the process exit status.
 
-A train pipeline with an ``[infer]`` table runs that inference with the trained networks afterwards."""
+A train pipeline with an ``[infer]`` table runs that inference with the trained networks afterwards, and one with an
+``[eval]`` table then runs that evaluation (its validators, its temperature sweep) on them."""
 
 from __future__ import annotations
 
@@ -51,13 +52,21 @@ def _execute(plan: Plan) -> int:
         from .train import train
 
         result = train(plan)
-        if result.exit_code != 0 or plan.spec.infer is None:
+        after = plan.spec.infer is not None or plan.spec.eval is not None
+        if result.exit_code != 0 or not after:
             return result.exit_code
-        if DistContext.read_env().rank != 0:  # after a distributed run, rank 0 alone runs the inference
+        if DistContext.read_env().rank != 0:  # after a distributed run, rank 0 alone runs inference and evaluation
             return 0
-        from .infer import infer
+        code = 0
+        if plan.spec.infer is not None:
+            from .infer import infer
 
-        return infer(plan, networks=result.networks, shard=False).exit_code
+            code = infer(plan, networks=result.networks, shard=False).exit_code
+        if plan.spec.eval is not None:
+            from .evaluate import evaluate
+
+            code = max(code, evaluate(plan, networks=result.networks).exit_code)
+        return code
     if run.mode == "eval":
         from .evaluate import evaluate
 

@@ -5,6 +5,7 @@ handing them to :class:`~restorekit.SampleScorer` validators, and averaging thei
   latents :func:`restorekit.sample_latents` draws on a CPU generator seeded ``seed + i`` (scaled by the temperature,
   decoded on the LR padded to ``size_multiple``), exactly as ``restore-run``'s ``sample`` mode; temperature 0 is
   one image. A network that is not a flow gives one output (``model(lr)``) at any temperature.
+  :func:`draw_sweep`: the same at several temperatures, the conditional features computed once.
 * :func:`score_images`: a scorer over :class:`~restorekit.SRSamples` items: one row per image, dataset value = the
   mean of each column over images (the NTIRE 2021 protocol averages per-image values).
 * :class:`ScoringValidator`: a base class whose ``__call__(model, samples, ctx)`` (the :class:`~restorekit.Validator`
@@ -29,35 +30,59 @@ def draw_outputs(model: Any, lq: Tensor, *, temperature: float = 0.0, samples: i
                  scale: int | None = None) -> list[Tensor]:
     """The outputs of ``model`` for ``lq`` (B, C, h, w): ``samples`` draws at ``temperature`` for a flow (one at
     temperature 0 or for any other network), each (B, C, s·h, s·w) float, clamped to [0, 1] (NaN stays NaN)."""
+    return next(draw_sweep(model, lq, temperatures=[temperature], samples=samples, seed=seed, scale=scale))
+
+
+def draw_sweep(model: Any, lq: Tensor, *, temperatures: Sequence[float], samples: int = 1, seed: int = 0,
+               scale: int | None = None) -> Iterator[list[Tensor]]:
+    """:func:`draw_outputs` at each of ``temperatures`` in turn, the same draws (sample ``i`` at every temperature
+    is the latent drawn with ``seed + i``, scaled by it). A flow's conditional features of ``lq`` are computed
+    once for the whole sweep; one temperature's outputs are held at a time. Any other network is run once and
+    its output given at every temperature."""
     s = int(scale if scale is not None else getattr(model, "scale", 1) or 1)
     if not isinstance(model, FlowModel):
-        return [run_padded(model, lq, scale=s).float().clamp(0.0, 1.0)]
-    from .tiling import flow_decoder
+        out = [run_padded(model, lq, scale=s).float().clamp(0.0, 1.0)]
+        for _ in temperatures:
+            yield out
+        return
+    from .perf import SampleBatcher
 
     h, w = int(lq.shape[-2]), int(lq.shape[-1])
     lr_pad, _ = pad_to_multiple(lq, max(1, int(getattr(model, "size_multiple", 1) or 1)))
     shapes = [tuple(int(d) for d in sh) for sh in model.latent_shapes(tuple(int(d) for d in lr_pad.shape))]
     one = [(1,) + sh[-3:] for sh in shapes]
-    count = 1 if temperature == 0 else max(1, int(samples))
-    sets = []
-    for i in range(count):
-        noise = sample_latents(one, 1.0, torch.Generator().manual_seed(seed + i))  # CPU draws, as restore-run
-        batch = [torch.cat([z] * lq.shape[0]).to(lq.device) for z in noise]
-        sets.append(scale_latents(batch, float(temperature)))
-    outs = flow_decoder(model)(lr_pad, sets)
-    return [o[..., : h * s, : w * s].float().clamp(0.0, 1.0) for o in outs]
+    cond = model.conditional_features(lr_pad)
+    batcher = SampleBatcher()  # as restore-run's flow decoder: several latent sets per call where that is faster
+    noise: list[list[Tensor]] = []
+    for t in temperatures:
+        count = 1 if t == 0 else max(1, int(samples))
+        while len(noise) < count:  # CPU draws, as restore-run
+            z = sample_latents(one, 1.0, torch.Generator().manual_seed(seed + len(noise)))
+            noise.append([torch.cat([x] * lq.shape[0]).to(lq.device) for x in z])
+        outs = batcher.decode(model, lr_pad, [scale_latents(noise[i], float(t)) for i in range(count)], cond)
+        yield [o[..., : h * s, : w * s].float().clamp(0.0, 1.0) for o in outs]
 
 
 def sr_samples(model: Any, samples: Iterable[Sample], ctx: ValidationContext) -> Iterator[SRSamples]:
     """Each sample's :class:`~restorekit.SRSamples` at ``ctx.temperature`` with ``ctx.samples`` draws."""
+    return sr_sweep(model, samples, [ctx.temperature], ctx)
+
+
+def sr_sweep(model: Any, samples: Iterable[Sample], temperatures: Sequence[float],
+             ctx: ValidationContext) -> Iterator[SRSamples]:
+    """For each sample in turn, its :class:`~restorekit.SRSamples` at each of ``temperatures`` (``ctx.samples``
+    draws; :func:`draw_sweep`: the conditional features once per image)."""
     for sample in samples:
         lq = sample.lq.to(ctx.device)
-        try:
-            srs = draw_outputs(model, lq, temperature=ctx.temperature, samples=ctx.samples, seed=ctx.seed,
-                               scale=int(getattr(model, "scale", ctx.scale)))
-        except ValueError as exc:  # the model's output is not scale x its input
-            raise UserError(f"sample {sample.name!r}: the model {exc}") from None
-        yield SRSamples(sample.name, lq, sample.hq.to(ctx.device), srs, float(ctx.temperature))
+        hq = sample.hq.to(ctx.device)
+        draws = draw_sweep(model, lq, temperatures=temperatures, samples=ctx.samples, seed=ctx.seed,
+                           scale=int(getattr(model, "scale", ctx.scale)))
+        for t in temperatures:
+            try:
+                srs = next(draws)
+            except ValueError as exc:  # the model's output is not scale x its input
+                raise UserError(f"sample {sample.name!r}: the model {exc}") from None
+            yield SRSamples(sample.name, lq, hq, srs, float(t))
 
 
 def mean_rows(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -94,4 +119,4 @@ class ScoringValidator:
                 model.train(was_training)
 
 
-__all__ = ["ScoringValidator", "draw_outputs", "mean_rows", "score_images", "sr_samples"]
+__all__ = ["ScoringValidator", "draw_outputs", "draw_sweep", "mean_rows", "score_images", "sr_samples", "sr_sweep"]

@@ -255,6 +255,84 @@ def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, lpips_we
     assert (tmp_path / "out" / "eval_mean.csv").read_text().count("\n") == 3
 
 
+def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """[eval] in train mode: after training, its validators (and only they: not in training validation) judge the
+    trained network at every temperature; the numbers are those of an eval run on the saved generator."""
+    write_val(tmp_path, n=2, size=32)
+    validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"},
+                  "div": {"component": "diversity", "params": {"distance": "l1"}}}
+    sweep = {"validators": ["lr", "div"], "temperatures": [0.0, 0.8], "samples": 3, "seed": 7}
+    data = {
+        "run": {"mode": "train", "device": "cpu", "seed": 0, "output_dir": "out"},
+        "networks": {"generator": {"component": "fakeflow"}},
+        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
+        "steps": {"flow": {"networks": ["generator"],
+                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
+                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
+        "train": {"steps": 2, "val_every": 2, "log_every": 1, "tensorboard": False, "save_generator": ["generator"]},
+        "validators": validators,
+        "eval": sweep,
+    }
+    (tmp_path / "t.toml").write_text(to_toml(data))
+    assert cli.main([str(tmp_path / "t.toml"), "--dry-run"], registry=make_registry()) == 0
+    plan_text = capsys.readouterr().out
+    assert "validator psnr: psnr on generator (training validation)" in plan_text
+    assert "validator lr: lr_psnr on generator (evaluation)" in plan_text
+    assert "eval (after training): networks=generator temperatures=[0.0, 0.8] samples=3 seed=7 validators=lr,div" in plan_text
+    assert not (tmp_path / "out").exists()
+
+    assert cli.main([str(tmp_path / "t.toml")], registry=make_registry()) == 0
+    out = capsys.readouterr().out
+    assert "temperature 0\n" in out and "temperature 0.8\n" in out
+    validation = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    seen = {k for r in validation for k in r}
+    assert "psnr.psnr" in seen and not any(k.startswith(("lr.", "div.")) for k in seen)
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert [r["temperature"] for r in report["results"]] == [0.0, 0.8]
+    assert set(report["results"][0]["metrics"]) == {"lr.lr_psnr", "lr.lr_psnr_min", "div.diversity_l1"}
+    t0, t8 = (r["metrics"] for r in report["results"])
+    assert t0["div.diversity_l1"] == 0.0 and t8["div.diversity_l1"] > 1.0 and t0["lr.lr_psnr"] > t8["lr.lr_psnr"]
+    assert iio.imread(tmp_path / "out" / "eval.png").shape[-1] in (3, 4)
+    assert (tmp_path / "out" / "eval.md").is_file() and (tmp_path / "out" / "eval_mean.csv").is_file()
+
+    # the same sweep as an eval run of the saved (trained) generator gives the same numbers
+    data = {"run": {"mode": "eval", "device": "cpu", "seed": 0, "output_dir": "again"},
+            "networks": {"generator": {"component": "fakeflow", "checkpoint": "out/generator.safetensors"}},
+            "data": {"val": {"hq": "val", "scale": 2}}, "validators": validators, "eval": sweep}
+    (tmp_path / "e.toml").write_text(to_toml(data))
+    assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
+    again = json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"]
+    assert again.keys() == report["metrics"].keys()
+    assert all(again[k] == pytest.approx(v, rel=1e-9) for k, v in report["metrics"].items())
+
+
+def test_eval_validators_are_checked_in_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_val(tmp_path, n=1)
+    base = {"run": {"mode": "eval", "device": "cpu", "output_dir": "out"},
+            "networks": {"generator": {"component": "fakeflow"}},
+            "data": {"val": {"hq": "val", "scale": 2}}, "validators": {"lr": {"component": "lr_psnr"}}}
+    cases = [
+        ({"validators": ["lr", "lpips"]}, "e.toml: eval.validators: unknown validator 'lpips' (available: lr)"),
+        ({"validators": ["lr", "lr"]}, "duplicate validators ['lr']"),
+        ({"validators": []}, "eval.validators"),
+    ]
+    for ev, expected in cases:
+        (tmp_path / "e.toml").write_text(to_toml({**base, "eval": ev}))
+        assert cli.main([str(tmp_path / "e.toml"), "--dry-run"], registry=make_registry()) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    train = {**base, "run": {"mode": "train", "device": "cpu", "output_dir": "out"},
+             "data": {"train": {"hq": "val"}},
+             "steps": {"s": {"networks": ["generator"], "injectors": {"f": {"component": "generator"}},
+                             "losses": {"l1": {"component": "pixel"}}}},
+             "train": {"steps": 1}, "eval": {"temperatures": [0.0]}}
+    (tmp_path / "t.toml").write_text(to_toml(train))
+    assert cli.main([str(tmp_path / "t.toml"), "--dry-run"], registry=make_registry()) == 2
+    assert "needs [data.val] and at least one [validators.<name>]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_draws_the_samples_restore_run_draws(tmp_path: Path) -> None:
     """restore-run's sample mode with seed 7 writes the images draw_outputs gives for seed 7 (8-bit rounding)."""
     from restorekit import save_generator
@@ -276,6 +354,21 @@ def test_eval_draws_the_samples_restore_run_draws(tmp_path: Path) -> None:
         mine = (sr[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
         assert np.abs(written - mine).max() <= 1
     assert float((ours[0] - ours[1]).abs().max()) > 0.05
+
+
+def test_a_sweep_draws_what_draw_outputs_draws_with_the_features_computed_once() -> None:
+    from restorekit.scoring import draw_sweep
+
+    torch.manual_seed(1)
+    net = FakeFlow().eval()
+    lr = as_float(rand_u8(np.random.default_rng(6), 12, 16))
+    with torch.no_grad():
+        alone = [draw_outputs(net, lr, temperature=t, samples=3, seed=7) for t in (0.0, 0.5, 0.9)]
+        net.cond_calls = 0
+        swept = list(draw_sweep(net, lr, temperatures=[0.0, 0.5, 0.9], samples=3, seed=7))
+    assert net.cond_calls == 1 and [len(o) for o in swept] == [1, 3, 3]
+    for a, b in zip(alone, swept):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -73,3 +73,15 @@ class Plan:
     networks: dict[str, NetworkPlan]
     steps: list[StepPlan] = field(default_factory=list)
     validators: list[ComponentPlan] = field(default_factory=list)
+
+    @property
+    def train_validators(self) -> list[ComponentPlan]:
+        """The validators training validation runs (all but those only the evaluation after training runs)."""
+        names = set(self.spec.train_validators)
+        return [v for v in self.validators if v.name in names]
+
+    @property
+    def eval_validators(self) -> list[ComponentPlan]:
+        """The validators an evaluation runs (``[eval] validators``, or all)."""
+        names = set(self.spec.eval_validators)
+        return [v for v in self.validators if v.name in names]

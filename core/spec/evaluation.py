@@ -1,4 +1,5 @@
-"""The ``[eval]`` table: the temperature sweep and the generators of ``run.mode = "eval"``."""
+"""The ``[eval]`` table: the temperature sweep, the generators and the validators of an evaluation
+(``run.mode = "eval"``, or after training when the table is present in ``run.mode = "train"``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ class EvalSpec(SpecModel):
         description="Generators compared in one table: [networks] names, generator files or catalogue names; "
         "unset: each validator's own network.",
     )
+    validators: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="The [validators] this evaluation runs (names); unset: all. In train mode the ones named here "
+        "run only in the evaluation after training, not in training validation.",
+    )
 
     @field_validator("temperatures")
     @classmethod
@@ -35,4 +42,12 @@ class EvalSpec(SpecModel):
             raise ValueError(f"duplicate generators {dups}")
         if any(not g.strip() for g in v):
             raise ValueError("a generator name is empty")
+        return v
+
+    @field_validator("validators")
+    @classmethod
+    def _validators(cls, v: list[str] | None) -> list[str] | None:
+        dups = sorted({n for n in v if v.count(n) > 1}) if v is not None else []
+        if dups:
+            raise ValueError(f"duplicate validators {dups}")
         return v

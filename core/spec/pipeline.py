@@ -21,7 +21,9 @@ class PipelineSpec(SpecModel):
     train: TrainSpec | None = Field(None, description="Training loop settings.")
     validators: dict[str, ValidatorSpec] = Field(default_factory=dict, description="Named validators.")
     infer: InferSpec | None = Field(None, description="Inference settings.")
-    eval: EvalSpec | None = Field(None, description="Evaluation settings (run.mode = 'eval'): sweep, generators.")
+    eval: EvalSpec | None = Field(
+        None, description="Evaluation settings (run.mode = 'eval', or after training): sweep, generators, validators."
+    )
 
     @field_validator("networks", "steps", "validators")
     @classmethod
@@ -50,22 +52,44 @@ class PipelineSpec(SpecModel):
         for vname, val in self.validators.items():
             if val.network not in names:
                 raise ValueError(f"validators.{vname}.network: unknown network {val.network!r}{_avail(names)}")
+        if self.eval is not None:
+            for vname in self.eval.validators or []:
+                if vname not in self.validators:
+                    raise ValueError(f"eval.validators: unknown validator {vname!r}{_avail(set(self.validators))}")
+            if mode == "train" and (self.data.val is None or not self.validators):
+                raise ValueError("an [eval] table in run.mode = 'train' (an evaluation after training) needs "
+                                 "[data.val] and at least one [validators.<name>]")
         if self.infer is not None and self.infer.network not in names:
             raise ValueError(f"infer.network: unknown network {self.infer.network!r}{_avail(names)}")
         if self.infer is not None and self.infer.mode == "latent_transfer" and self.infer.reference is None:
             raise ValueError("infer.reference: latent_transfer needs a reference image")
-        has_val = self.data.val is not None and bool(self.validators)
+        has_val = self.data.val is not None and bool(self.train_validators)
+        need = "[data.val] and at least one [validators.<name>]" + (
+            " outside eval.validators" if self.validators and not self.train_validators else "")
         if self.train is not None:
             for net in self.train.save_generator:
                 if net not in names:
                     raise ValueError(f"train.save_generator: unknown network {net!r}{_avail(names)}")
             if self.train.best_metric is not None and not has_val and mode == "train":
-                raise ValueError("train.best_metric needs [data.val] and at least one [validators.<name>]")
+                raise ValueError(f"train.best_metric needs {need}")
         for name, net_spec in self.networks.items():
             if net_spec.unfreeze is not None and net_spec.unfreeze.metric is not None and not has_val and mode == "train":
-                raise ValueError(f"networks.{name}.unfreeze.metric needs [data.val] and at least one [validators.<name>]")
+                raise ValueError(f"networks.{name}.unfreeze.metric needs {need}")
         return self
+
+    @property
+    def eval_validators(self) -> list[str]:
+        """The validators an evaluation runs: ``[eval] validators``, or all of them."""
+        ev = self.eval.validators if self.eval is not None else None
+        return list(ev) if ev is not None else list(self.validators)
+
+    @property
+    def train_validators(self) -> list[str]:
+        """The validators training validation runs: all but those ``[eval] validators`` names (these run only in
+        the evaluation after training)."""
+        ev = set(self.eval.validators or []) if self.eval is not None else set()
+        return [v for v in self.validators if v not in ev]
 
 
 def _avail(names: set[str]) -> str:
-    return f" (available: {', '.join(sorted(names))})"
+    return f" (available: {', '.join(sorted(names))})" if names else " (none defined)"

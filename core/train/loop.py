@@ -84,7 +84,7 @@ class Trainer:
             views=self.views, optimizers=self.optimizers, injectors=injectors, losses=losses, amp_dtype=amp,
             single=len(plan.steps) == 1,
         )
-        validators = [(v, build_component(v, src, f"validators.{v.name}")) for v in plan.validators]
+        validators = [(v, build_component(v, src, f"validators.{v.name}")) for v in plan.train_validators]
         self.validation = Validation(plan, validators, self.networks, device, self.seed, self.out)
 
         primary = plan.steps[0].spec.networks[0]
@@ -95,7 +95,7 @@ class Trainer:
             self.dataset, batch_size=self.spec.data.train.batch_size, workers=self.spec.data.train.workers,
             seed=self.seed, rank=ctx.rank, world=ctx.world, pin_memory=device.type == "cuda",
         )
-        self.image_network = plan.validators[0].spec.network if plan.validators else primary
+        self.image_network = plan.train_validators[0].spec.network if plan.train_validators else primary
         parts: dict[str, Any] = {f"optimizers.{s}.{n}": o for s, m in self.optimizers.items() for n, o in m.items()}
         parts.update({f"freeze.{n}": f for n, f in self.freeze.items()}, data=self.stream)
         if self.steps.scaler is not None:
