@@ -279,18 +279,23 @@ def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixt
             "steps.flow.before": 4, "steps.joint.after": 4, "train.val_every": 3, "train.image_every": 3,
             "train.checkpoint_every": 3, "train.log_every": 3, "data.train.batch_size": 2, "data.val.hq": [str(val)],
             "infer.inputs": [str(val)], "infer.temperatures": [0.0], "infer.samples": 1, "train.tensorboard": False,
-            "run.device": "cpu"}
+            "eval.temperatures": [0.0, 0.8], "eval.samples": 2, "run.device": "cpu"}
     argv = [str(EXAMPLES / "demo.toml")] + [a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     assert cli_main(argv) == 0, capsys.readouterr().err
     first = capsys.readouterr().out
     report = tmp_path / "demo" / "infer" / "metrics.md"
     assert "training done: 6 steps" in first and report.is_file()
+    assert "temperature 0.8\n" in first and "lr.lr_psnr" in first  # the sweep of the bundled model, after inference
+    sweep = json.loads((tmp_path / "demo" / "eval.json").read_text())
+    assert sweep["generators"] == ["bundled"] and [r["temperature"] for r in sweep["results"]] == [0.0, 0.8]
+    assert (tmp_path / "demo" / "eval.png").is_file()
     report.write_text("stale")
     code = cli_main(argv)
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "resumed from" in out and "training done: 6 steps" in out and "1 written" in out
     assert "PSNR" in report.read_text()  # the report written again
+    assert "temperature 0.8\n" in out  # and the sweep run again
     events = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e.get("event") == "resume"] == [6]
 
@@ -308,3 +313,17 @@ def test_the_bundled_flow_inverts_exactly_in_float64_and_to_rounding_on_most_flo
         m64 = model.double()
         err64 = (m64.decode(lr.double(), m64.encode(hr.double(), lr.double()).latents) - hr.double()).abs().max().item()
     assert err32 < 1e-6 and err64 < 1e-8
+
+
+def test_demo_ends_with_an_sr_space_sweep_of_the_bundled_model() -> None:
+    """The demo's [eval]: the bundled SRFlow at several temperatures (0 among them), several samples, a fixed seed,
+    judged by PSNR-Y, LR-PSNR, L1 diversity and NLL, none of which runs in the tiny network's training validation."""
+    spec = restorekit.load_spec(EXAMPLES / "demo.toml")
+    assert spec.run.mode == "train" and spec.eval is not None and spec.eval.validators is not None
+    ev = spec.eval
+    assert 0.0 in ev.temperatures and len(ev.temperatures) >= 3 and ev.samples >= 2 and ev.seed is not None
+    judged = {(spec.validators[n].component, spec.validators[n].params.get("channel"),
+               spec.validators[n].params.get("distance")) for n in ev.validators}
+    assert judged == {("psnr", "y", None), ("lr_psnr", None, None), ("diversity", None, "l1"), ("nll", None, None)}
+    assert {spec.networks[spec.validators[n].network].model for n in ev.validators} == {"bundled-srflow-x4"}
+    assert not set(ev.validators) & set(spec.train_validators) and spec.train_validators
