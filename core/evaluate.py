@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
                         raise
                     # a comparison goes on without it (nll on a network that is not a flow)
                     notes.append(f"{vplan.name} skipped on {label}: {exc}")
-                    print(f"restore-run: evaluation: {notes[-1]}", file=sys.stderr)
+                    warnings.warn(f"evaluation: {notes[-1]}", stacklevel=2)
                     continue
                 fixed.update({f"{vplan.name}.{k}": float(v) for k, v in result.metrics.items()})
                 fixed_rows[vplan.name] = [dict(r) for r in result.per_image]
@@ -171,7 +171,7 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     write_reports(rows, out_dir, title=f"Evaluation of {Path(plan.source).name}", notes=notes)
     bad = [k for k, v in metrics.items() if math.isnan(v)]
     if bad:
-        print(f"restore-run: evaluation: not a number: {', '.join(bad)}", file=sys.stderr)
+        warnings.warn(f"evaluation: not a number: {', '.join(bad)}", stacklevel=2)
     return EvalResult(1 if bad else 0, metrics, first, rows)
 
 

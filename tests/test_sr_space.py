@@ -504,7 +504,7 @@ def test_several_generators_give_one_comparison_table(tmp_path: Path, capsys: py
     assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
     out, err = capsys.readouterr()
     assert out.count("temperature 0.5") == 1 and "generator " in out and "b.safetensors" in out and "plain" in out
-    assert err.strip().splitlines() == ["restore-run: evaluation: nll skipped on plain: nll: the validated network "
+    assert err.strip().splitlines() == ["restore-run: warning: evaluation: nll skipped on plain: nll: the validated network "
                                         "(Bicubic) is not a flow (no encode/decode)"]
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert len(report["results"]) == 3 and {"generator/lr.lr_psnr", "b.safetensors/nll.nll", "plain/lr.lr_psnr",
