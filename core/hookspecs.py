@@ -16,9 +16,9 @@ from .components import (
     GeneratorComponent,
     InjectorComponent,
     LossComponent,
-    ModelEntry,
     ValidatorComponent,
 )
+from .model_entry import ModelEntry
 
 PROJECT = "restorekit"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -13,7 +13,7 @@ from fakes import TINY_SRFLOW, pipeline, srflow_tiny
 
 from restorekit import save_generator
 from restorekit.cli import main
-from restorekit.data.io import read_png_text
+from restorekit.data.png import read_png_text
 
 from restorekit import provenance
 

@@ -29,7 +29,7 @@ from .cache import (
     model_path,
     sources,
 )
-from ..components import Mirror
+from ..model_entry import Mirror
 from .download import CHUNK, TIMEOUT_S, download, quiet_downloads
 from .entries import (
     ENV_CATALOGUE,

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..files import ensure_dir
 from .archive import extract_member
 from .download import download
-from ..components import ModelEntry, url_name
+from ..model_entry import ModelEntry, url_name
 from .hashes import read_record, verify
 
 ENV_HOME = "RESTOREKIT_HOME"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..components import ModelEntry
+from ..model_entry import ModelEntry
 from ..errors import UserError
 from ..hookspecs import CATALOGUE_HOOK as HOOK
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..files import atomic_write
+from .png import add_png_text, read_png16, write_png16
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -233,7 +234,7 @@ def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
 def _decode(p: Path, header: Header) -> tuple[np.ndarray, bool]:
     """Pixels of the first frame, and whether they are already oriented."""
     if header.reader == "png16":
-        return _read_png16(p), False
+        return read_png16(p), False
     if header.reader == "tifffile":
         import tifffile
 
@@ -316,26 +317,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (h.width, h.height) if h.orientation in (5, 6, 7, 8) else (h.height, h.width)
 
 
-def _read_png16(p: Path) -> np.ndarray:
-    """16-bit PNGs through pypng (Pillow reduces 16-bit colour PNGs to 8 bits)."""
-    import png
-
-    width, height, rows, info = png.Reader(filename=str(p)).asDirect()
-    planes = info["planes"]
-    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
-    return arr[..., 0] if planes == 1 else arr
-
-
-def _write_png16(path: Path, arr: np.ndarray) -> None:
-    import png
-
-    a = arr[..., None] if arr.ndim == 2 else arr
-    h, w, c = a.shape
-    writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4))
-    with path.open("wb") as f:
-        writer.write(f, a.reshape(h, w * c))
-
-
 def to_array(rgb: Tensor, alpha: Tensor | None = None, *, bits: int = 8, gray: bool = False) -> np.ndarray:
     """(3,H,W) float in [0,1] (+ alpha) → HWC uint8/uint16 array (non-finite values are an error)."""
     if not torch.isfinite(rgb).all():
@@ -373,46 +354,10 @@ def write_image(
 
     def write(tmp: Path) -> None:
         if arr.dtype == np.uint16 and p.suffix.lower() == ".png":
-            _write_png16(tmp, arr)
+            write_png16(tmp, arr)
         else:
             iio.imwrite(tmp, arr, extension=p.suffix.lower())
         if text and p.suffix.lower() == ".png":
             add_png_text(tmp, text)
 
     atomic_write(p, write, root=root)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    import struct
-    import zlib
-
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def add_png_text(path: Path, text: Mapping[str, str]) -> None:
-    """Insert tEXt chunks (``key\\0value``, Latin-1) before the IEND chunk of the PNG file at ``path``."""
-    data = path.read_bytes()
-    end = data.rfind(b"IEND")
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or end < 12:
-        raise ValueError(f"{path.name}: not a PNG file")
-    chunks = b"".join(_png_chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1")) for k, v in text.items())
-    path.write_bytes(data[: end - 4] + chunks + data[end - 4:])
-
-
-def read_png_text(path: str | Path) -> dict[str, str]:
-    """The tEXt chunks of a PNG file, by key."""
-    import struct
-
-    data = Path(path).read_bytes()
-    out: dict[str, str] = {}
-    pos = 8
-    while pos + 8 <= len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        if kind == b"tEXt":
-            key, _, value = data[pos + 8 : pos + 8 + n].partition(b"\0")
-            out[key.decode("latin-1")] = value.decode("latin-1")
-        if kind == b"IEND":
-            break
-        pos += 12 + n
-    return out
