@@ -460,6 +460,13 @@ def test_evaluate_folders_reads_restorekit_names_and_says_what_is_wrong(tmp_path
     # a wrong scale
     code, _, err = evaluate(["--gt", gt, "--sr", sr, "--scale", 3, "--samples", 3], capsys)
     assert code == 2 and "0801.png: cropped to 32x40" in err and "--scale 3" in err
+    # flags checked before any scoring, each one line: a bad device, a --json that is a folder, a named LPIPS file
+    for extra, says in ((["--device", "bogus"], "--device: 'bogus' is not a device"),
+                        (["--json", tmp_path], "is a folder; give a file name"),
+                        (["--lpips-trunk", tmp_path / "nope.pth"], "nope.pth")):
+        code, _, err = evaluate(["--gt", gt, "--sr", own, "--scale", 4, "--samples", 3, "--temperature", 0, *extra],
+                                capsys)
+        assert code == 2 and err.strip().count("\n") == 0 and says in err, err
 
 
 def test_draws_equal_the_api_decode_with_the_same_seed() -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
+import warnings
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from ..data.find import find_images
 from ..data.io import read_image
 from ..errors import UserError
 from ..eval_report import EvalRow, text_tables, write_reports
-from ..files import write_text
+from ..files import ensure_dir, write_text
+from ..plan.checks import resolve_device
 from ..scoring import mean_rows
 
 CROP = 8
@@ -89,9 +90,9 @@ def _restorekit_names(stem: str, files: dict[str, Path], samples: int, temperatu
 
 def match_outputs(gt_files: list[Path], sr_dir: Path, samples: int, temperature: float | None) -> list[list[Path]]:
     """For each GT file, its output files (NTIRE names, else restorekit's); a missing one is a one-line error."""
-    files = {p.name: p for p in sr_dir.iterdir() if p.is_file()} if sr_dir.is_dir() else {}
     if not sr_dir.is_dir():
         raise UserError(f"--sr {sr_dir}: not a folder")
+    files = {p.name: p for p in sr_dir.iterdir() if p.is_file()}
     ntire = _ntire_names(0, samples)[0] in files
     out: list[list[Path]] = []
     for index, gt in enumerate(gt_files):
@@ -154,9 +155,10 @@ def _validators(registry: Any, args: Namespace, notes: list[str]) -> list[tuple[
         out.append(("lpips", build("lpips", lp)))
         out.append(("diversity", build("diversity", {"distance": "lpips", **lp})))
     except UserError as exc:
-        line = f"LPIPS skipped ({exc})"
-        notes.append(line)
-        print(f"restore-run evaluate: {line}", file=sys.stderr)
+        if lp:  # a weights file the user named is not there: a mistake, not a skip
+            raise
+        notes.append(f"LPIPS skipped ({exc})")
+        warnings.warn(notes[-1], stacklevel=2)
     out += [("diversity", build("diversity", {"distance": "l1"})), ("psnr", build("psnr", {})),
             ("ssim", build("ssim", {}))]
     return out
@@ -172,10 +174,16 @@ def run(args: Namespace, registry: Any) -> int:
     gt_files = sorted((e.path for e in find_images([args.gt], "--gt")), key=lambda p: p.name)
     if not gt_files:
         raise UserError(f"--gt {args.gt}: no images")
+    device = resolve_device(args.device, "--device")
+    if args.json is not None:  # checked before any scoring: a run's results are never lost to a bad path
+        if args.json.is_dir():
+            raise UserError(f"--json {args.json}: is a folder; give a file name")
+        ensure_dir(args.json.parent, "--json")
+    if args.report is not None:
+        ensure_dir(args.report, "--report")
     pairs = match_outputs(gt_files, args.sr, args.samples, args.temperature)
     notes: list[str] = []
     validators = _validators(registry, args, notes)
-    device = torch.device(args.device)
     ctx = ValidationContext(device=device, scale=args.scale, samples=args.samples)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
@@ -191,11 +199,7 @@ def run(args: Namespace, registry: Any) -> int:
     if args.json is not None:
         report = {"mean": mean, "per_image": rows, "gt": str(args.gt), "sr": str(args.sr), "scale": args.scale,
                   "samples": args.samples, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "notes": notes}
-        write_text(args.json, json.dumps(report, indent=2, default=_jsonable) + "\n")
+        write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     if args.report is not None:
         write_reports([result], args.report, title=f"Evaluation of {args.sr}", notes=notes, plot=False)
     return 1 if any(isinstance(v, float) and math.isnan(v) for v in mean.values()) else 0
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value)

@@ -16,20 +16,21 @@ from .networks import plugin_bug
 from .plans import ComponentPlan, NetworkPlan, StepPlan
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, field: str = "run.device") -> torch.device:
+    """``name`` as a device; a bad name or a missing CUDA device is one line naming ``field``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UserError(f"run.device: {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+        raise UserError(f"{field}: {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if dev.index is not None and dev.index < 0:
-        raise UserError(f"run.device: {name!r}: device index out of range")
+        raise UserError(f"{field}: {name!r}: device index out of range")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"run.device: {name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
+            raise UserError(f"{field}: {name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"run.device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(f"{field}: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
