@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,13 @@ def test_resume_from_a_given_folder(project: Path) -> None:
     assert all(torch.equal(four_a[k], four_b[k]) for k in four_a)
     with pytest.raises(UserError, match="train.resume: .*train: not a complete checkpoint folder"):
         run_here(project, f'train.resume="{project / "train"}"')
+    # a training state of another restorekit version: one line saying so, not "not a training state"
+    old = project / "old_step_2"
+    shutil.copytree(folder, old)
+    state = torch.load(old / "state.pt", weights_only=False)
+    torch.save({**state, "version": 1}, old / "state.pt")
+    with pytest.raises(UserError, match=r"training state version 1, this one reads \d+\); start a new run"):
+        run_here(project, "train.steps=4", f'train.resume="{old}"', f'run.output_dir="{project / "out4"}"')
     # 'auto' without a checkpoint starts fresh
     assert run_here(project, "train.steps=1", 'train.resume="auto"', f'run.output_dir="{project / "out3"}"') == 0
 

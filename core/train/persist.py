@@ -128,7 +128,13 @@ def read_checkpoint(c: Checkpointed, folder: Path) -> CheckpointData:
     if not isinstance(meta, dict):
         raise UnreadableCheckpoint(f"{meta_path}: not a JSON object")
     state = safe_torch_load(folder / STATE_FILE)
-    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS) or state["version"] != STATE_VERSION:
+    if not isinstance(state, dict) or "version" not in state:
+        raise UnreadableCheckpoint(f"{folder / STATE_FILE}: not a restorekit training state (version {STATE_VERSION})")
+    if state["version"] != STATE_VERSION:
+        raise UnreadableCheckpoint(f"{folder / STATE_FILE}: written by another restorekit (training state version "
+                                   f"{state['version']}, this one reads {STATE_VERSION}); start a new run in another "
+                                   "run.output_dir")
+    if any(k not in state for k in _STATE_KEYS):
         raise UnreadableCheckpoint(f"{folder / STATE_FILE}: not a restorekit training state (version {STATE_VERSION})")
     names = {n: comp for n, (comp, _) in c.files.items()}
     if meta.get("networks") != names:
