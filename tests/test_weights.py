@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import restorekit
+from restorekit import perf
 import safetensors.torch
 import torch
 from fakes import TINY_SRFLOW, read, sample_image, save, srflow_tiny
@@ -72,7 +73,9 @@ def test_load_gives_restore_runs_pixels_for_the_same_seed(tmp_path: Path, regist
     lr = torch.from_numpy(read(img)).permute(2, 0, 1)[None].float() / 255
     for fast in (True, False):
         model = restorekit.load(path, registry=registry, fast=fast)
+        # the probe's choice is kept on the model (a tiny network is too small to probe: the default layout)
+        assert getattr(model, "restorekit_layout", None) == ("contiguous" if fast else None)
         with torch.no_grad():
-            sr = model.decode(lr, temperature=0.8, generator=torch.Generator().manual_seed(7))
+            sr = model.decode(perf.in_layout(getattr(model, "restorekit_layout", None), lr), temperature=0.8, generator=torch.Generator().manual_seed(7))
         pixels = torch.round(sr[0].clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
         assert np.array_equal(pixels, written), (fast, int(np.abs(pixels.astype(int) - written).max()))
