@@ -115,6 +115,17 @@ def test_a_seed_gives_one_sample_and_temperatures_scale_the_same_noise(flow: tup
 
 
 @torch.no_grad()
+def test_several_latent_sets_for_one_lr_decode_as_each_alone(flow: tuple[str, nn.Module]) -> None:
+    """B latent sets with an LR batch of 1 (how samples are drawn): each output equals its own decode."""
+    _, net = flow
+    _, lr = _images(1, 8, 8, net.scale)
+    sets = sample_latents(net.latent_shapes(lr.shape), 0.8, torch.Generator().manual_seed(3), batch=3)
+    together = net.decode(lr, sets)
+    for i in range(3):
+        assert torch.allclose(together[i:i + 1], net.decode(lr, [z[i:i + 1] for z in sets]), atol=1e-5)
+
+
+@torch.no_grad()
 def test_tiled_decode_with_one_image_wide_latent_equals_untiled(flow: tuple[str, nn.Module]) -> None:
     _, net = flow
     _, lr = _images(1, 16, 88, net.scale)

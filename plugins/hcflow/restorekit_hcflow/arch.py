@@ -309,6 +309,8 @@ class HCFlowArch(nn.Module):
                 )
         if lr.shape[0] not in (1, batch):
             raise ValueError(f"hcflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
+        if cond is None and lr.shape[0] != batch:  # B latent sets for one LR: its features once, not B times
+            cond = self.conditional_features(lr)
         x = lr.expand(batch, -1, -1, -1) if lr.shape[0] != batch else lr
         features: dict[int, Tensor] = {}
         ends = [i for i, layer in enumerate(self.flow.layers) if isinstance(layer, Split)]
