@@ -203,6 +203,12 @@ def test_a_checkpoint_that_does_not_fit_the_params_is_one_line(tmp_path: Path) -
         restorekit.load(path, scale=8, cond_steps_per_level=[2, 3, 2])
     with pytest.raises(UserError, match=r"cond_steps_per_level: checkpoint has \[2, 3\], params say \[1, 3\]"):
         restorekit.load(path, cond_steps_per_level=[1, 3])
+    # a truncated file (the conditional flow's first convolution gone): one line naming the tensor
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd.pop("flow.level0_condFlow.conv_first.weight")
+    torch.save(sd, tmp_path / "truncated.pth")
+    with pytest.raises(UserError, match=r"flow.level0_condFlow.conv_first.weight is missing \(a truncated file"):
+        restorekit.load(tmp_path / "truncated.pth", component="hcflow")
 
 
 def test_wrong_sizes_are_one_line_errors() -> None:

@@ -42,26 +42,34 @@ def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
             if level is None:
                 raise UserError(f"hcflow checkpoint: {key} has {int(value.shape[0])} channels, no level has that many")
             main[level] += 1
-            main_hidden = int(sd[f"flow.layers.{m.group(1)}.affine.f.conv1.weight"].shape[0])
+            main_hidden = _channels(sd, f"flow.layers.{m.group(1)}.affine.f.conv1.weight")
     cond_steps = [len({m.group(2) for k in sd if (m := _COND_STEP.match(k)) and int(m.group(1)) == l}) for l in levels]
     out: dict[str, Any] = {
         "scale": 2**n,
         "steps_per_level": [a + b for a, b in zip(main, cond_steps)],
         "cond_steps_per_level": cond_steps,
-        "cond_features": int(sd["flow.level0_condFlow.conv_first.weight"].shape[0]),
+        "cond_features": _channels(sd, "flow.level0_condFlow.conv_first.weight"),
         "cond_rrdb_blocks": [len({m.group(2) for k in sd if (m := _TRUNK.match(k)) and m.group(1) == t}) for t in "01"],
     }
     if main_hidden is not None:
         out["main_coupling_hidden"] = main_hidden
     for l, steps in enumerate(cond_steps):
         if steps:
-            out["cond_coupling_hidden"] = int(sd[f"flow.level{l}_condFlow.additional_flow_steps.0.affine.f.conv1.weight"].shape[0])
+            key = f"flow.level{l}_condFlow.additional_flow_steps.0.affine.f.conv1.weight"
+            out["cond_coupling_hidden"] = _channels(sd, key)
             break
     for trunk, count in enumerate(out["cond_rrdb_blocks"]):
         if count:
-            out["cond_growth"] = int(sd[f"flow.level0_condFlow.RRDB_trunk{trunk}.0.RDB1.conv1.weight"].shape[0])
+            out["cond_growth"] = _channels(sd, f"flow.level0_condFlow.RRDB_trunk{trunk}.0.RDB1.conv1.weight")
             break
     return out
+
+
+def _channels(sd: StateDict, key: str) -> int:
+    """Output channels of ``key``; a missing tensor (a truncated or foreign file) is one line naming it."""
+    if key not in sd:
+        raise UserError(f"hcflow checkpoint: {key} is missing (a truncated file, or not an HCFlow checkpoint)")
+    return int(sd[key].shape[0])
 
 
 def convert_state_dict(sd: StateDict, params: HCFlowParams) -> dict[str, Any]:
