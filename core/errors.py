@@ -27,6 +27,10 @@ class UserError(Exception):
         return cls(where(source, field, message))
 
 
+COMMAND_LINE = "command line"
+"""The source of a one-command run (``restore-run --input ...``): its mistakes name flags, a pipeline's name fields."""
+
+
 def where(source: object, field: str | None, message: object) -> str:
     """The text of :meth:`UserError.at`: ``source: field: message``, empty parts left out."""
     return ": ".join(str(p) for p in (source, field, message) if p not in (None, ""))

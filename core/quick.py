@@ -20,11 +20,11 @@ from typing import Any, Mapping, Sequence
 
 import tomli_w
 
-from .errors import UserError
+from .errors import COMMAND_LINE, UserError
 
 DEFAULT_MODEL = "bundled-srflow-x4"
 DEFAULT_OUTPUT = Path("results")
-SOURCE = "command line"
+SOURCE = COMMAND_LINE
 
 
 @dataclass(frozen=True)

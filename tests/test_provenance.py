@@ -179,3 +179,12 @@ def test_a_weights_file_is_hashed_once_per_run(tmp_path: Path, two_flows, sample
     a.touch()  # a changed file (new mtime) is hashed again
     provenance.file_sha256(a)
     assert calls.count(a.resolve()) == 2
+
+
+def test_a_request_field_missing_from_the_ordered_list_is_still_compared() -> None:
+    from restorekit.infer.records import first_difference
+
+    rec = {"model": "a", "seed": 1, "input": "x.png", "fallback": None}  # input/fallback: what happened, not asked
+    assert first_difference(rec, {"model": "a", "seed": 1}) is None
+    assert first_difference(rec, {"model": "a", "seed": 2}) == ("seed", 1, 2)
+    assert first_difference({**rec, "new_switch": 0}, {"model": "a", "seed": 1, "new_switch": 1}) == ("new_switch", 0, 1)

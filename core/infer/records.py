@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..data.io import IMAGE_SUFFIXES
-from ..errors import UserError
+from ..errors import COMMAND_LINE, UserError
 from ..provenance import file_sha256, weights_identity
 from .slots import REPORT_FILES, Slot
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inputs import InputItem
     from .modes import Runner
 
-QUICK_SOURCE = "command line"  # restorekit.quick.SOURCE: one-command runs name their flags, pipelines their fields
 
 # The fields compared, in the order a mismatch is reported (what made the image first, the version last).
 REQUEST_FIELDS = (
@@ -102,9 +101,11 @@ def _diff(old: Any, new: Any, name: str) -> tuple[str, Any, Any] | None:
 
 
 def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first request field (in :data:`REQUEST_FIELDS` order, nested into dicts) where ``old`` and ``new``
-    differ, with both values; None when they match."""
-    for key in REQUEST_FIELDS:
+    """The first request field (in :data:`REQUEST_FIELDS` order, then any other key of ``new``; nested into dicts) where
+    ``old`` and ``new`` differ, with both values; None when they match."""
+    # then any other key of the request (``new``): none left unchecked; what only the record has (input, used_*,
+    # fallback) says what happened, not what was asked
+    for key in [*REQUEST_FIELDS, *sorted(set(new) - set(REQUEST_FIELDS))]:
         if key in old or key in new:
             d = _diff(old.get(key), new.get(key), key)
             if d is not None:
@@ -121,14 +122,14 @@ def _show(v: Any) -> str:
 
 def ways_on(source: str) -> str:
     """The two ways on, in the words of a one-command run or of a pipeline."""
-    if source == QUICK_SOURCE:
+    if source == COMMAND_LINE:
         return "pass --overwrite to replace existing outputs, or choose another --output folder"
     return "set infer.overwrite = true to replace existing outputs, or choose another infer.output_dir"
 
 
 def _refuse(source: str, message: str) -> UserError:
-    where = "--output" if source == QUICK_SOURCE else "infer.output_dir"
-    return UserError(f"{where}: {message}") if source == QUICK_SOURCE else UserError.at(source, where, message)
+    where = "--output" if source == COMMAND_LINE else "infer.output_dir"
+    return UserError(f"{where}: {message}") if source == COMMAND_LINE else UserError.at(source, where, message)
 
 
 def _images_in(out_dir: Path, protected: set[Path]) -> list[Path]:
