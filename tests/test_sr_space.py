@@ -154,7 +154,9 @@ def test_lpips_is_the_mean_of_the_spatial_map(lpips_weights: Any, tmp_path: Path
     gt = rand_u8(rng, 68, 76)  # cropped to 64x72
     srs = [rand_u8(rng, 68, 76) for _ in range(2)]
     item = SRSamples("x.png", as_float(gt[::4, ::4]), as_float(gt), [as_float(s) for s in srs])
-    got = validator("lpips", linear=tmp_path / "alex.pth").score(item, CTX)
+    lp = validator("lpips", linear=tmp_path / "alex.pth")
+    assert lp.net is validator("diversity", linear=tmp_path / "alex.pth").lpips  # the weights read once, shared
+    got = lp.score(item, CTX)
     maps = [hand_lpips(as_float(s[:64, :72]), as_float(gt[:64, :72]), lpips_weights) for s in srs]
     assert got["lpips"] == pytest.approx(float(np.mean([float(m.double().mean()) for m in maps])), rel=1e-5)
     div = validator("diversity", linear=tmp_path / "alex.pth").score(item, CTX)

@@ -133,36 +133,37 @@ def linear_path() -> Path | None:
     return None
 
 
-def _read(path: Path, what: str, who: str) -> dict[str, Tensor]:
+def _read(path: Path, what: str) -> dict[str, Tensor]:
     try:
         return dict(read_state_dict(path))
     except UserError as exc:
-        raise UserError(f"{who}: {what}: {exc}") from None
+        raise UserError(f"{what}: {exc}") from None
     except Exception as exc:  # an unreadable or foreign file
-        raise UserError(f"{who}: {what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
 @lru_cache(maxsize=4)
-def _load(trunk: Path, linear: Path, who: str) -> LPIPSNet:
+def _load(trunk: Path, linear: Path) -> LPIPSNet:
+    """One network per pair of files, shared by every validator that uses it (lpips, diversity)."""
     net = LPIPSNet()
-    sd = _read(trunk, "AlexNet weights", who)
+    sd = _read(trunk, "AlexNet weights")
     state: dict[str, Tensor] = {}
     for i, k in enumerate(TRUNK_KEYS):
         for part in ("weight", "bias"):
             key = f"features.{k}.{part}"
             if key not in sd:
-                raise UserError(f"{who}: {trunk} is not torchvision's AlexNet (no {key!r})")
+                raise UserError(f"{trunk} is not torchvision's AlexNet (no {key!r})")
             state[f"trunk.convs.{i}.{part}"] = sd[key]
-    lin = _read(linear, "LPIPS linear layers", who)
+    lin = _read(linear, "LPIPS linear layers")
     for i, c in enumerate(CHANNELS):
         found = [v for key, v in lin.items() if key.startswith(f"lin{i}.") and key.endswith("weight")]
         if len(found) != 1:
-            raise UserError(f"{who}: {linear} has no single 'lin{i}.*weight' (not the LPIPS v0.1 alex.pth)")
+            raise UserError(f"{linear} has no single 'lin{i}.*weight' (not the LPIPS v0.1 alex.pth)")
         state[f"lins.{i}.weight"] = found[0].reshape(1, c, 1, 1)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise UserError(f"{who}: the LPIPS weights do not fit AlexNet: {str(exc).splitlines()[-1].strip()}") from None
+        raise UserError(f"the LPIPS weights do not fit AlexNet: {str(exc).splitlines()[-1].strip()}") from None
     return net.eval()
 
 
@@ -180,7 +181,10 @@ def load_lpips(trunk: Path | None = None, linear: Path | None = None, *, who: st
                         f"pip install 'restorekit[lpips]' (the lpips package ships them), or set params.linear")
     if not lin.is_file():
         raise UserError(f"{who}: params.linear: {lin} does not exist")
-    return _load(t.resolve(), lin.resolve(), who)
+    try:
+        return _load(t.resolve(), lin.resolve())
+    except UserError as exc:  # the messages name the file; the caller's name goes first
+        raise UserError(f"{who}: {exc}") from None
 
 
 class LPIPSParams(Params):
