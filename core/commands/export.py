@@ -59,9 +59,9 @@ def _network(args: argparse.Namespace, registry: Any) -> tuple[Any, Any, str]:
     module = build_network(net).eval()
     ckpt = net.spec.checkpoint
     if ckpt is None and net.model is not None:
-        from ..catalogue import fetch
+        from ..catalogue import model_path
 
-        ckpt = fetch(net.model)
+        ckpt = model_path(net.model)  # fetched (and checked) by build_network
     return module, ckpt, f"{args.pipeline}:networks.{name}"
 
 

@@ -190,17 +190,15 @@ def _source(model: Any, registry: Any) -> tuple[nn.Module, Path | None, str]:
     """The module, the checkpoint file it came from (None for a module given as such) and a name for messages."""
     if isinstance(model, nn.Module):
         return model, None, type(model).__name__
-    from ..api import load
+    from ..api import resolve
+    from ..catalogue import model_path
+    from ..plan.weights import build_generator
     from ..registry import PluginRegistry
 
     text = str(model)
-    registry = registry or PluginRegistry.load()
-    module = load(text, registry=registry, fast=False)  # the network as built: NCHW, no fast-path switches
-    path = Path(text)
-    if not path.is_file():
-        from ..catalogue import fetch, load_catalogue, lookup
-
-        path = fetch(lookup(text, load_catalogue(None, registry=registry)))
+    gen = resolve(text, registry=registry or PluginRegistry.load())
+    module = build_generator(gen).eval()  # the network as built: NCHW, no fast-path switches; weights read once
+    path = gen.path if gen.entry is None else model_path(gen.entry)  # a catalogue file: fetched by the build
     return module, path, text
 
 
@@ -217,7 +215,7 @@ def sidecar(model: nn.Module, graph: ExportGraph, fmt: str, precision: str, opse
             source: Path | None, error: float | None, name: str) -> dict[str, Any]:
     """The sidecar's contents: what a runtime needs to feed the artifact and read its output."""
     from .. import __version__
-    from ..catalogue.hashes import sha256_file
+    from ..provenance import file_sha256
 
     scale = int(getattr(model, "scale", 1) or 1)
     m = int(getattr(model, "size_multiple", 1) or 1)
@@ -238,7 +236,7 @@ def sidecar(model: nn.Module, graph: ExportGraph, fmt: str, precision: str, opse
         "input_range": [0.0, 1.0], "output_range": "about [0, 1], not clamped: clip before quantising",
         "precision": precision, "dtype": "float16" if precision == "fp16" else "float32",
         "opset": opset, "arch_params": dict(getattr(model, "arch_params", {}) or {}),
-        "source": {"file": str(source) if source else None, "sha256": sha256_file(source) if source else None},
+        "source": {"file": str(source) if source else None, "sha256": file_sha256(source) if source else None},
         "parity": {"max_relative_error": error, "tolerance": TOLERANCE[precision],
                    "against": "eager PyTorch fp32", "sizes": [list(s) for s in CHECK_SIZES]},
         "restorekit": __version__, "torch": torch.__version__,
