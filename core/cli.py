@@ -12,23 +12,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
-from .commands import CommandParser, suggestion
+from .commands import CommandParser, find
 from .errors import UserError
 
 EXIT_USER = 2
 
 
-class _TopParser(CommandParser):
-    """The top-level parser: a mistake is one line with a did-you-mean (the CLI names the program)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message}{suggestion(self, message)}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _TopParser(
+    p = CommandParser(
         prog="restore-run",
         description="Run a restorekit pipeline (train, eval or infer) from a TOML spec.",
     )
@@ -149,9 +142,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
     """Entry point of ``restore-run``; ``registry`` replaces the entry-point plugins (tests, notebooks)."""
     _escape_unencodable_output()
     argv_list = list(argv) if argv is not None else sys.argv[1:]
-    from . import commands
-
-    command = commands.find(argv_list)
+    command = find(argv_list)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

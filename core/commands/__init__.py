@@ -25,7 +25,9 @@ class CommandParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose mistakes are one line with a did-you-mean, not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}{suggestion(self, message)}")
+        # a subcommand ("restore-run evaluate") names itself; the program alone is named by the CLI's own prefix
+        prefix = f"{self.prog}: " if " " in self.prog else ""
+        raise UserError(f"{prefix}{message}{suggestion(self, message)}")
 
 
 def suggestion(parser: argparse.ArgumentParser, message: str) -> str:
