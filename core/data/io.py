@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..files import atomic_write
-from .png import add_png_text, read_png16, write_png16
+from .png import encode_png16, read_png16, with_png_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -353,11 +353,10 @@ def write_image(
     arr = to_array(rgb, alpha, bits=bits, gray=gray)
 
     def write(tmp: Path) -> None:
-        if arr.dtype == np.uint16 and p.suffix.lower() == ".png":
-            write_png16(tmp, arr)
-        else:
+        if p.suffix.lower() != ".png":
             iio.imwrite(tmp, arr, extension=p.suffix.lower())
-        if text and p.suffix.lower() == ".png":
-            add_png_text(tmp, text)
+            return
+        data = encode_png16(arr) if arr.dtype == np.uint16 else iio.imwrite("<bytes>", arr, extension=".png")
+        tmp.write_bytes(with_png_text(data, text) if text else data)  # encoded once, written once
 
     atomic_write(p, write, root=root)

@@ -20,28 +20,31 @@ def read_png16(p: Path) -> np.ndarray:
     return arr[..., 0] if planes == 1 else arr
 
 
-def write_png16(path: Path, arr: np.ndarray) -> None:
+def encode_png16(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG of an HWC (or HW) uint16 array, through pypng."""
+    import io
+
     import png
 
     a = arr[..., None] if arr.ndim == 2 else arr
     h, w, c = a.shape
     writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4))
-    with path.open("wb") as f:
-        writer.write(f, a.reshape(h, w * c))
+    buf = io.BytesIO()
+    writer.write(buf, a.reshape(h, w * c))
+    return buf.getvalue()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def add_png_text(path: Path, text: Mapping[str, str]) -> None:
-    """Insert tEXt chunks (``key\\0value``, Latin-1) before the IEND chunk of the PNG file at ``path``."""
-    data = path.read_bytes()
+def with_png_text(data: bytes, text: Mapping[str, str]) -> bytes:
+    """The PNG ``data`` with tEXt chunks (``key\\0value``, Latin-1) inserted before its IEND chunk."""
     end = data.rfind(b"IEND")
     if not data.startswith(b"\x89PNG\r\n\x1a\n") or end < 12:
-        raise ValueError(f"{path.name}: not a PNG file")
+        raise ValueError("not a PNG file")
     chunks = b"".join(_chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1")) for k, v in text.items())
-    path.write_bytes(data[: end - 4] + chunks + data[end - 4:])
+    return data[: end - 4] + chunks + data[end - 4:]
 
 
 def read_png_text(path: str | Path) -> dict[str, str]:
