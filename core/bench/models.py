@@ -152,15 +152,20 @@ def _plain_step(module: nn.Module, hr: Tensor, lr: Tensor, flow: bool, amp: torc
     return step
 
 
-def freeze_as_scheduled(model: nn.Module, switches: Switches) -> bool:
+def scheduled_frozen(model: nn.Module, switches: Switches) -> set[str]:
     """The parameters the generator's schedule keeps frozen (``switches.frozen_in_training``: SRFlow's conditional
-    RRDB in stage 2, as in the official schedule) frozen; whether any was."""
-    frozen = False
+    RRDB in stage 2, as in the official schedule)."""
+    prefixes = switches.frozen_in_training
+    return {n for n, _ in model.named_parameters() if prefixes and n.startswith(prefixes)}
+
+
+def freeze_as_scheduled(model: nn.Module, switches: Switches) -> bool:
+    """Freeze :func:`scheduled_frozen`'s parameters; whether there were any."""
+    held = scheduled_frozen(model, switches)
     for name, p in model.named_parameters():
-        if name.startswith(switches.frozen_in_training) and switches.frozen_in_training:
+        if name in held:
             p.requires_grad_(False)
-            frozen = True
-    return frozen
+    return bool(held)
 
 
 __all__ = ["BenchModel", "parse_model_arg", "resolve_models"]

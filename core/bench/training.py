@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from ..components import Switches
 from .config import BenchConfig, Row
 from .measure import _row
-from .models import BenchModel, _plain_step, _train_autocast, _train_batch, _train_loss, freeze_as_scheduled
+from .models import (BenchModel, _plain_step, _train_autocast, _train_batch, _train_loss, freeze_as_scheduled,
+                     scheduled_frozen)
 from .process import MemoryJob, _memory_for
 
 NETWORK = "generator"
@@ -41,8 +42,9 @@ class TrainerStep:
         from ..train.step import StepRunner
 
         self.lean = lean_training(module, switches)
-        trained = tuple(n for n, _ in module.named_parameters() if not (frozen and n.startswith(switches.frozen_in_training)))
-        self.freeze = Freeze(NETWORK, "partial" if frozen and switches.frozen_in_training else "full", trained)
+        held = scheduled_frozen(module, switches) if frozen else set()
+        trained = tuple(n for n, _ in module.named_parameters() if n not in held)
+        self.freeze = Freeze(NETWORK, "partial" if held else "full", trained)
         self.freeze.apply(module)
         if flow:
             injector = {"component": "generator", "params": {"mode": "encode", "inputs": {"hr": "hq", "lr": "lq"}}}
