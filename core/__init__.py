@@ -15,7 +15,8 @@ Public API (everything else is internal):
   :class:`Validator`, :class:`Sample`, :class:`ValidationContext`, :class:`ValidationResult`;
 * validators that judge a network's N outputs per image (SR-space metrics): :class:`SRSamples`,
   :class:`SampleScorer`, the base :class:`ScoringValidator`, :func:`draw_outputs` (the draws ``restore-run``
-  makes for one seed), :func:`score_images`, :func:`mean_rows`;
+  makes for one seed), :func:`score_images`, :func:`mean_rows`, :func:`judging` (eval mode and no gradients while
+  a validator looks at a network);
 * :func:`imresize_uint8`: MATLAB ``imresize`` (antialiased bicubic) of a uint8 image, rounded as MATLAB does;
 * :func:`state_get` (a state entry, or a one-line error listing the keys present);
 * latent tools for flows: :func:`sample_latents`, :func:`scale_latents`, :func:`temperature_at`,
@@ -88,7 +89,7 @@ from .latents import (
 )
 from . import metrics
 from .data.resize import imresize_uint8
-from .scoring import ScoringValidator, draw_outputs, mean_rows, score_images
+from .scoring import ScoringValidator, draw_outputs, judging, mean_rows, score_images
 from .nonfinite import NAN_LADDER, NonFiniteDecodeWarning, decode_finite, first_finite, ladder_below
 from .padding import pad_to_multiple, run_padded
 from .plan import Plan, make_plan
@@ -111,6 +112,7 @@ def run(pipeline: str | Path, overrides: list[str] | None = None, *, registry: P
 
 __all__ = [
     "score_images",
+    "judging",
     "mean_rows",
     "imresize_uint8",
     "draw_outputs",

@@ -14,6 +14,7 @@ handing them to :class:`~restorekit.SampleScorer` validators, and averaging thei
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -100,6 +101,20 @@ def score_images(scorer: Any, items: Iterable[SRSamples], ctx: ValidationContext
     return ValidationResult(mean_rows(rows), rows)
 
 
+@contextlib.contextmanager
+def judging(model: Any) -> Iterator[None]:
+    """A validator's view of ``model``: eval mode and no gradients inside, its training mode restored after."""
+    was_training = bool(getattr(model, "training", False))
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
+
+
 class ScoringValidator:
     """Base of validators that judge outputs: implement ``score(item, ctx)``; calling the validator as a
     :class:`~restorekit.Validator` draws the outputs (:func:`draw_outputs`, eval mode, no gradients) and averages."""
@@ -108,15 +123,8 @@ class ScoringValidator:
         raise NotImplementedError
 
     def __call__(self, model: Any, samples: Iterable[Sample], ctx: ValidationContext) -> ValidationResult:
-        was_training = bool(getattr(model, "training", False))
-        if isinstance(model, torch.nn.Module):
-            model.eval()
-        try:
-            with torch.no_grad():
-                return score_images(self, sr_samples(model, samples, ctx), ctx)
-        finally:
-            if isinstance(model, torch.nn.Module):
-                model.train(was_training)
+        with judging(model):
+            return score_images(self, sr_samples(model, samples, ctx), ctx)
 
 
-__all__ = ["ScoringValidator", "draw_outputs", "draw_sweep", "mean_rows", "score_images", "sr_samples", "sr_sweep"]
+__all__ = ["ScoringValidator", "draw_outputs", "draw_sweep", "judging", "mean_rows", "score_images", "sr_samples", "sr_sweep"]

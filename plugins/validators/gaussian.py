@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 from pydantic import Field
-from restorekit import Params, Sample, UserError, ValidationContext, ValidationResult
+from restorekit import Params, Sample, UserError, ValidationContext, ValidationResult, judging
 from torch import Tensor
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -36,10 +35,12 @@ def neg_log_density(z: Tensor) -> Tensor:
     return 0.5 * z.float() ** 2 + HALF_LOG_2PI
 
 
-def _crop_to_multiple(lq: Tensor, hq: Tensor, multiple: int, scale: int) -> tuple[Tensor, Tensor]:
+def crop_to_multiple(who: str, sample: Sample, multiple: int, scale: int) -> tuple[Tensor, Tensor]:
+    """A sample's LQ cropped top-left to a multiple of the flow's size multiple, and its HQ to match."""
+    lq, hq = sample.lq, sample.hq
     h, w = (lq.shape[-2] // multiple) * multiple, (lq.shape[-1] // multiple) * multiple
     if h == 0 or w == 0:
-        raise UserError(f"gaussian_distance: LQ of {lq.shape[-2]}x{lq.shape[-1]} is smaller than {multiple} pixels")
+        raise UserError(f"{who}: {sample.name}: LQ of {lq.shape[-2]}x{lq.shape[-1]} is smaller than {multiple} pixels")
     return lq[..., :h, :w], hq[..., : h * scale, : w * scale]
 
 
@@ -70,37 +71,30 @@ class GaussianDistance:
             )
         scale = int(getattr(model, "scale", ctx.scale))
         multiple = int(getattr(model, "size_multiple", 1) or 1)
-        was_training = bool(getattr(model, "training", False))
-        if isinstance(model, torch.nn.Module):
-            model.eval()
         rows: list[dict[str, Any]] = []
         total, count = 0.0, 0
         level_sum: dict[int, float] = {}
         level_sq: dict[int, float] = {}
         level_n: dict[int, int] = {}
         nll_sum, nll_n = 0.0, 0
-        try:
-            with torch.no_grad():
-                for index, sample in enumerate(samples):
-                    lq, hq = _crop_to_multiple(sample.lq, sample.hq, multiple, scale)
-                    enc = model.encode(hq.to(ctx.device), lq.to(ctx.device), add_noise=self.params.add_noise)
-                    dist = [neg_log_density(z) for z in enc.latents]
-                    img_sum = sum(float(d.sum()) for d in dist)
-                    img_n = sum(d.numel() for d in dist)
-                    total, count = total + img_sum, count + img_n
-                    for i, z in enumerate(enc.latents):
-                        zf = z.float()
-                        level_sum[i] = level_sum.get(i, 0.0) + float(zf.sum())
-                        level_sq[i] = level_sq.get(i, 0.0) + float((zf * zf).sum())
-                        level_n[i] = level_n.get(i, 0) + zf.numel()
-                    nll = float(enc.nll.float().mean())
-                    nll_sum, nll_n = nll_sum + nll * enc.nll.numel(), nll_n + enc.nll.numel()
-                    rows.append({"name": sample.name, "gaussian_distance": img_sum / img_n, "nll": nll})
-                    if index < self.params.heatmaps and ctx.output_dir is not None:
-                        self._write_heatmaps(ctx.output_dir, sample.name, ctx.step, dist)
-        finally:
-            if isinstance(model, torch.nn.Module):
-                model.train(was_training)
+        with judging(model):
+            for index, sample in enumerate(samples):
+                lq, hq = crop_to_multiple("gaussian_distance", sample, multiple, scale)
+                enc = model.encode(hq.to(ctx.device), lq.to(ctx.device), add_noise=self.params.add_noise)
+                dist = [neg_log_density(z) for z in enc.latents]
+                img_sum = sum(float(d.sum()) for d in dist)
+                img_n = sum(d.numel() for d in dist)
+                total, count = total + img_sum, count + img_n
+                for i, z in enumerate(enc.latents):
+                    zf = z.float()
+                    level_sum[i] = level_sum.get(i, 0.0) + float(zf.sum())
+                    level_sq[i] = level_sq.get(i, 0.0) + float((zf * zf).sum())
+                    level_n[i] = level_n.get(i, 0) + zf.numel()
+                nll = float(enc.nll.float().mean())
+                nll_sum, nll_n = nll_sum + nll * enc.nll.numel(), nll_n + enc.nll.numel()
+                rows.append({"name": sample.name, "gaussian_distance": img_sum / img_n, "nll": nll})
+                if index < self.params.heatmaps and ctx.output_dir is not None:
+                    self._write_heatmaps(ctx.output_dir, sample.name, ctx.step, dist)
         if not rows:
             return ValidationResult({}, [])
         metrics = {"gaussian_distance": total / count, "nll": nll_sum / nll_n}

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import torch
 from pydantic import Field
-from restorekit import FlowModel, Params, Sample, UserError, ValidationContext, ValidationResult, mean_rows
+from restorekit import (FlowModel, Params, Sample, UserError, ValidationContext, ValidationResult, judging,
+                        mean_rows)
+
+from .gaussian import crop_to_multiple
 
 
 class NLLParams(Params):
@@ -33,25 +35,13 @@ class NLL:
             raise UserError(f"nll: the validated network ({type(model).__name__}) is not a flow (no encode/decode)")
         scale = int(getattr(model, "scale", ctx.scale))
         multiple = max(1, int(getattr(model, "size_multiple", 1) or 1))
-        was_training = bool(getattr(model, "training", False))
-        if isinstance(model, torch.nn.Module):
-            model.eval()
         rows: list[dict[str, Any]] = []
-        try:
-            with torch.no_grad():
-                for sample in samples:
-                    h, w = (sample.lq.shape[-2] // multiple) * multiple, (sample.lq.shape[-1] // multiple) * multiple
-                    if h == 0 or w == 0:
-                        raise UserError(f"nll: {sample.name}: LR of {sample.lq.shape[-2]}x{sample.lq.shape[-1]} is "
-                                        f"smaller than {multiple} pixels")
-                    lq = sample.lq[..., :h, :w].to(ctx.device)
-                    hq = sample.hq[..., : h * scale, : w * scale].to(ctx.device)
-                    enc = model.encode(hq, lq, add_noise=self.params.add_noise)
-                    bits_per_dim = enc.nll.double() / hq.shape[1]
-                    rows.append({"name": sample.name, "nll": float(bits_per_dim.mean())})
-        finally:
-            if isinstance(model, torch.nn.Module):
-                model.train(was_training)
+        with judging(model):
+            for sample in samples:
+                lq, hq = crop_to_multiple("nll", sample, multiple, scale)
+                enc = model.encode(hq.to(ctx.device), lq.to(ctx.device), add_noise=self.params.add_noise)
+                bits_per_dim = enc.nll.double() / hq.shape[1]
+                rows.append({"name": sample.name, "nll": float(bits_per_dim.mean())})
         return ValidationResult(mean_rows(rows), rows)
 
 
