@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from .base import MAX_SEED, SpecModel
-from .inference import check_temperatures
+from .inference import check_temperatures, no_duplicates
 
 
 class EvalSpec(SpecModel):
@@ -37,17 +37,11 @@ class EvalSpec(SpecModel):
     @field_validator("generators")
     @classmethod
     def _generators(cls, v: list[str]) -> list[str]:
-        dups = sorted({g for g in v if v.count(g) > 1})
-        if dups:
-            raise ValueError(f"duplicate generators {dups}")
         if any(not g.strip() for g in v):
             raise ValueError("a generator name is empty")
-        return v
+        return no_duplicates(v, "generators")
 
     @field_validator("validators")
     @classmethod
     def _validators(cls, v: list[str] | None) -> list[str] | None:
-        dups = sorted({n for n in v if v.count(n) > 1}) if v is not None else []
-        if dups:
-            raise ValueError(f"duplicate validators {dups}")
-        return v
+        return no_duplicates(v, "validators") if v is not None else None

@@ -76,9 +76,14 @@ def check_temperatures(v: list[float]) -> list[float]:
     if not v:
         raise ValueError("give at least one temperature")
     _finite_non_negative(v)
-    dups = sorted({t for t in v if v.count(t) > 1})
+    return no_duplicates(v, "values")
+
+
+def no_duplicates(v: list[Any], what: str) -> list[Any]:
+    """``v`` unchanged, or a ValueError naming the repeated entries (``duplicate <what> [...]``)."""
+    dups = sorted({x for x in v if v.count(x) > 1})
     if dups:
-        raise ValueError(f"duplicate values {dups}")
+        raise ValueError(f"duplicate {what} {dups}")
     return v
 
 
