@@ -38,17 +38,13 @@ def interleaved_split(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def squeeze2(x: Tensor) -> Tensor:
-    """(B, C, H, W) → (B, 4C, H/2, W/2) with ``out[:, 4c + 2i + j] = in[:, c, i::2, j::2]``."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, 4 * c, h // 2, w // 2)
+    """(B, C, H, W) → (B, 4C, H/2, W/2) with ``out[:, 4c + 2i + j] = in[:, c, i::2, j::2]`` (pixel unshuffle)."""
+    return F.pixel_unshuffle(x, 2)
 
 
 def unsqueeze2(x: Tensor) -> Tensor:
-    """The inverse of :func:`squeeze2`."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c // 4, 2 * h, 2 * w)
+    """The inverse of :func:`squeeze2` (pixel shuffle)."""
+    return F.pixel_shuffle(x, 2)
 
 
 class Squeeze(nn.Module):
