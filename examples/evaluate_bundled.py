@@ -24,7 +24,10 @@ from restorekit.data.io import read_image
 from restorekit.data.resize import downsample
 from restorekit import interpolate_latents, transfer_latents, zeros_like_latents
 from restorekit.infer import quantize, upsample_bicubic
+from restorekit import Sample, SRSamples, ValidationContext
 from restorekit_validators import psnr, ssim
+from restorekit_validators.likelihood import NLL
+from restorekit_validators.srspace import LRPSNR, Diversity, DiversityParams
 
 IMAGES = Path(__file__).parent / "images"
 GROUPS = {"natural": IMAGES / "val", "smooth": IMAGES / "smooth"}
@@ -96,28 +99,10 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
 # SR-space measures (NTIRE 2021 "Learning the SR space"): LR-consistency, L1 diversity, held-out NLL, NaN draws
 
 
-def _uint8(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x.double().clamp(0, 1) * 255.0)
-
-
-def lr_psnr(sr: torch.Tensor, hr: torch.Tensor, scale: int = SCALE) -> float:
-    """NTIRE's LR-PSNR: ``hr`` cropped top-left to a multiple of 8 and ``sr`` to the same size, both downscaled by
-    ``1/scale`` with MATLAB's antialiased bicubic, rounded to uint8, PSNR over RGB (both (3, H, W) in [0, 1])."""
-    h, w = (hr.shape[-2] // MULTIPLE) * MULTIPLE, (hr.shape[-1] // MULTIPLE) * MULTIPLE
-    a = _uint8(downsample(_uint8(sr[..., :h, :w]).float() / 255.0, scale, "bicubic", clamp=False))
-    b = _uint8(downsample(_uint8(hr[..., :h, :w]).float() / 255.0, scale, "bicubic", clamp=False))
-    mse = float(((a - b) ** 2).mean())
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def diversity_l1(samples: torch.Tensor, hr: torch.Tensor) -> float:
-    """NTIRE's diversity score with a per-pixel L1 distance: ``samples`` (N, 3, H, W) and ``hr`` (3, H, W) in
-    [0, 1], rounded to 8 bits. d = mean over channels of |sample - hr| per pixel; G = min over samples of the
-    mean of d; L = mean over pixels of the minimum over samples of d; score = 100 (G - L) / G."""
-    d = (_uint8(samples) - _uint8(hr)[None]).abs().mean(1) / 255.0  # (N, H, W)
-    g = float(d.flatten(1).mean(1).min())
-    local = float(d.min(0).values.mean())
-    return 0.0 if g == 0 else 100.0 * (g - local) / g
+CTX = ValidationContext(device=torch.device("cpu"), scale=SCALE)
+LR_PSNR = LRPSNR()                                     # NTIRE'21: both downscaled 4x with imresize, uint8, RGB
+DIVERSITY_L1 = Diversity(DiversityParams(distance="l1"))  # NTIRE'21's score with a per-pixel L1 distance
+NLL_8BIT = NLL()                                       # bits/dim of the dequantised 8-bit image (seed 0)
 
 
 @torch.no_grad()
@@ -138,29 +123,24 @@ def sr_space(
     for name, hr, lr in pairs:
         draws = [sample(model, lr, temperature, seed) for seed in range(samples if temperature > 0 else 1)]
         finite = [d for d in draws if torch.isfinite(d).all()]
-        lrp = [lr_psnr(d, hr) for d in finite]
+        item = SRSamples(name, lr[None], hr[None], finite)
+        lrp = LR_PSNR.score(item, CTX) if finite else {"lr_psnr": math.nan, "lr_psnr_min": math.nan}
         rows.append({
             "image": name,
             "psnr_y": metrics(draws[0], hr, with_ssim=False)["psnr_y"] if finite else math.nan,
-            "lr_psnr_min": min(lrp) if lrp else math.nan,
-            "lr_psnr_mean": sum(lrp) / len(lrp) if lrp else math.nan,
-            "diversity_l1": diversity_l1(torch.stack(finite), hr) if len(finite) > 1 else 0.0,
+            "lr_psnr_min": lrp["lr_psnr_min"],
+            "lr_psnr_mean": lrp["lr_psnr"],
+            "diversity_l1": DIVERSITY_L1.score(item, CTX)["diversity_l1"] if len(finite) > 1 else 0.0,
             "nonfinite": len(draws) - len(finite),
         })
     return rows
 
 
-@torch.no_grad()
-def nll_bits_per_dim(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]], draws: int = 4) -> list[float]:
-    """Held-out NLL of each HR image given its LR, in bits per dimension (per sub-pixel: the flow's bits per pixel
-    / 3), dequantised with ``draws`` fixed-seed uniform noise draws and averaged."""
-    out = []
-    for _, hr, lr in pairs:
-        g = torch.Generator().manual_seed(0)
-        vals = [float(model.encode(hr[None], lr[None], add_noise=True,
-                                   noise=torch.rand(hr[None].shape, generator=g)).nll) / 3.0 for _ in range(draws)]
-        out.append(sum(vals) / len(vals))
-    return out
+def nll_bits_per_dim(model: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """Held-out NLL of each HR image given its LR: the ``nll`` validator's bits per dimension (the 8-bit
+    convention, dequantised with seed-0 uniform noise; docs/evaluation.md)."""
+    samples = [Sample(name, lr[None], hr[None]) for name, hr, lr in pairs]
+    return [r["nll"] for r in NLL_8BIT(model, samples, CTX).per_image]
 
 
 @torch.no_grad()
@@ -274,7 +254,7 @@ def main() -> None:
                       f"temperature 0, correlation with the reference's high frequencies {r['hf_corr']:.3f}")
             for name, hr, lr in pairs["natural"]:
                 for ref in (None, reference):
-                    steps = interpolation_steps(model, hr, lr, ref)
+                    steps = interpolation_steps(model, hr, lr, ref, mode="linear")  # as the example
                     print(f"interpolate {name} from {'reference' if ref is not None else 'zeros'}: frame-to-frame "
                           f"mean |difference| " + ", ".join(f"{d:.2f}" for d in steps))
             continue

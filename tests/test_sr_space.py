@@ -197,19 +197,39 @@ def test_diversity_score_of_constructed_samples() -> None:
 
 
 def test_nll_is_bits_per_dimension_of_the_flow() -> None:
-    from restorekit import Sample
+    """nll = -log2 p(x | lr) / (C·H·W) + 8 for x the HR image dequantised with one 8-bit step of seeded uniform
+    noise (docs/evaluation.md); without noise, the flow's own NLL per dimension plus 8."""
+    from restorekit import Sample, UserError
 
     model = srflow_tiny()
     hq = as_float(rand_u8(np.random.default_rng(4), 32, 32))
     lq = F.avg_pool2d(hq, 4)
-    result = validator("nll")(model, [Sample("x.png", lq, hq)], CTX)
     with torch.no_grad():
-        want = float(model.encode(hq, lq).nll[0]) / 3
-    assert result.metrics["nll"] == pytest.approx(want, rel=1e-6) and math.isfinite(want)
-    from restorekit import UserError
-
+        exact = float(model.encode(hq, lq).nll[0]) / 3 + 8
+        u = torch.rand(hq.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).float()
+        noisy = float(model.encode(hq + (u - 0.5) / 256, lq).nll[0]) / 3 + 8
+    plain = validator("nll", add_noise=False)(model, [Sample("x.png", lq, hq)], CTX)
+    assert plain.metrics["nll"] == pytest.approx(exact, rel=1e-6) and math.isfinite(exact)
+    two = validator("nll")(model, [Sample("y.png", lq, hq), Sample("x.png", lq, hq)], CTX)
+    assert [r["nll"] for r in two.per_image] == pytest.approx([noisy, noisy], rel=1e-6)  # the same noise per image
+    assert noisy != pytest.approx(exact, rel=1e-9)
     with pytest.raises(UserError, match="nll: .* is not a flow"):
         validator("nll")(torch.nn.Identity(), [Sample("x.png", lq, hq)], CTX)
+
+
+def test_nll_of_a_uniform_density_is_eight_bits() -> None:
+    """The anchor of the convention: a flow that finds every image on [0, 1] equally likely (density 1, NLL 0)
+    costs exactly the 8 bits per sub-pixel of the raw bytes; with bits = 0 the continuous density's 0."""
+    from restorekit import EncodeResult, Sample
+
+    class Uniform(FakeFlow):
+        def encode(self, hr: torch.Tensor, lr: torch.Tensor, add_noise: bool = False) -> EncodeResult:
+            return EncodeResult([hr], torch.zeros(hr.shape[0]), torch.zeros(hr.shape[0]))
+
+    hq = torch.rand(1, 3, 16, 16)
+    sample = [Sample("x.png", F.avg_pool2d(hq, 2), hq)]
+    assert validator("nll")(Uniform(), sample, CTX).metrics["nll"] == 8.0
+    assert validator("nll", bits=0)(Uniform(), sample, CTX).metrics["nll"] == 0.0
 
 
 # ----------------------------------------------------------------------------------------------------
