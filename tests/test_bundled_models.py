@@ -246,9 +246,17 @@ def test_evaluation_images_are_held_out_and_every_image_has_a_source() -> None:
         assert name in sources or re.sub(r"_\d+\.png$", "_00.png", name) in sources, name
 
 
-@pytest.mark.parametrize("spec", ["bundled_rrdb_x4.toml", "bundled_srflow_x4.toml", "demo.toml"])
-def test_bundled_training_specs_and_demo_validate(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli_main([str(EXAMPLES / spec), "--dry-run"])
+BUNDLED_SRFLOW = Path(restorekit.__file__).parent / "models" / "bundled-srflow-x4.safetensors"
+
+
+@pytest.mark.parametrize("spec, extra", [
+    ("bundled_rrdb_x4.toml", []), ("bundled_srflow_x4.toml", []), ("demo.toml", []),
+    # the continuation starts from the first SRFlow run's output (here: the bundled file that run led to)
+    ("bundled_srflow_x4_longer.toml", ["--set", f"networks.generator.checkpoint='{BUNDLED_SRFLOW.as_posix()}'"]),
+])
+def test_bundled_training_specs_and_demo_validate(spec: str, extra: list[str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main([str(EXAMPLES / spec), "--dry-run", *extra])
     out = capsys.readouterr().out
     assert code == 0
     assert "mode: train" in out and "generator:" in out
