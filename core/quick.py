@@ -11,7 +11,6 @@ a flow with other ``--temperature`` values or ``--samples`` runs ``"sample"`` (`
 from __future__ import annotations
 
 import glob
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -205,15 +204,3 @@ def run_quick(opts: QuickOptions, registry: Any, *, print_spec: bool = False, ar
     from .runner import execute
 
     return execute(plan)
-
-
-def list_models(registry: Any, *, as_json: bool = False) -> int:
-    """``restore-run --list-models``: every catalogue entry with scale, size, cache state and licence."""
-    from .catalogue import cache_dir, format_listing, listing, load_catalogue
-
-    rows = listing(load_catalogue(registry=registry))
-    if as_json:
-        print(json.dumps({"cache": str(cache_dir()), "models": rows}, indent=2))
-    else:
-        print(format_listing(rows))
-    return 0
