@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .files import atomic_dir, atomic_write, pid_alive
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator", "netG")
@@ -50,7 +50,7 @@ def canonicalize_state_dict(obj: Any, *, source: str = "checkpoint", cast: bool 
             break
         obj, seen = inner, seen + 1
     if not _is_state_dict(obj):
-        raise UserError(f"{source}: not a state dict of named tensors")
+        raise UserError.at(source, None, "not a state dict of named tensors")
     out: dict[str, Tensor] = {}
     for key, value in obj.items():
         name = key[len("module.") :] if key.startswith("module.") else key
@@ -68,7 +68,7 @@ def read_state_dict(path: str | os.PathLike[str], *, header_only: bool = False) 
     """
     p = Path(path)
     if not p.is_file():
-        raise UnreadableCheckpoint(f"{p}: checkpoint file not found")
+        raise UnreadableCheckpoint.at(p, None, "checkpoint file not found")
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
@@ -80,7 +80,7 @@ def read_state_dict(path: str | os.PathLike[str], *, header_only: bool = False) 
                 with safe_open(str(p), framework="pt") as f:
                     raw = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise UnreadableCheckpoint(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise UnreadableCheckpoint.at(p, None, f"not a readable safetensors file ({one_line(exc)})") from None
     else:
         raw = safe_torch_load(p, mmap=header_only)
     sd = canonicalize_state_dict(raw, source=str(p), cast=not header_only)
@@ -117,7 +117,8 @@ def safe_torch_load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
             raise UnsafeCheckpoint(
                 f"{p}: not a safe checkpoint, refused to load: the pickle would run code beyond plain tensors{what}"
             ) from None
-        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint (corrupt, or not a PyTorch file)") from None
+        raise UnreadableCheckpoint.at(
+            p, None, "not a readable PyTorch checkpoint (corrupt, or not a PyTorch file)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
             AttributeError, IndexError, MemoryError) as exc:
         if isinstance(exc, EOFError):
@@ -125,10 +126,10 @@ def safe_torch_load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
         elif isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
             reason = "corrupt, or not a PyTorch file"  # the unpickler's own message (e.g. "101") means nothing here
         else:
-            reason = _first_line(exc)
+            reason = one_line(exc)
         if "weights_only" in reason:
             reason = type(exc).__name__
-        raise UnreadableCheckpoint(f"{p}: not a readable PyTorch checkpoint ({reason})") from None
+        raise UnreadableCheckpoint.at(p, None, f"not a readable PyTorch checkpoint ({reason})") from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -153,15 +154,15 @@ def restorekit_metadata(path: str | os.PathLike[str]) -> tuple[str | None, dict[
     meta = read_metadata(path)
     component = meta.get(META_COMPONENT)
     if component is not None and (not isinstance(component, str) or not component.strip()):
-        raise UserError(f"{path}: metadata {META_COMPONENT!r} is not a component name (got {component!r:.60})")
+        raise UserError.at(path, None, f"metadata {META_COMPONENT!r} is not a component name (got {component!r:.60})")
     if META_PARAMS not in meta:
         return component, {}
     try:
         params = json.loads(meta[META_PARAMS])
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{path}: metadata {META_PARAMS!r} is not JSON ({_first_line(exc)})") from None
+        raise UserError.at(path, None, f"metadata {META_PARAMS!r} is not JSON ({one_line(exc)})") from None
     if not isinstance(params, dict):
-        raise UserError(f"{path}: metadata {META_PARAMS!r} is not a JSON object (got {type(params).__name__})")
+        raise UserError.at(path, None, f"metadata {META_PARAMS!r} is not a JSON object (got {type(params).__name__})")
     return component, params
 
 
@@ -261,6 +262,3 @@ def clean_temporaries(root: Path, *, all_stale: bool = False) -> list[Path]:
     return removed
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -7,12 +7,14 @@ training stopped on non-finite losses) exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .commands import CommandParser, find
 from .errors import UserError
@@ -96,39 +98,19 @@ def _registry(args: argparse.Namespace) -> Any:
     return PluginRegistry.load(default_registry_config(args.registry), trace=args.trace_plugins)
 
 
-def list_plugins(args: argparse.Namespace) -> int:
-    from .plugin_info import list_plugins as show
-
-    return show(_registry(args), as_json=bool(args.json))
-
-
-def _quick_flags(args: argparse.Namespace) -> list[str]:
-    """The one-command SR flags given (``--samples`` and ``--model`` are shared with ``--benchmark``)."""
-    given = [("--input", args.inputs is not None), ("--model", bool(args.model)), ("--output", args.output is not None),
-             ("--temperature", args.temperatures is not None), ("--samples", args.samples is not None),
-             ("--seed", args.seed is not None), ("--tile", args.tile is not None), ("--overwrite", args.overwrite),
-             ("--max-pixels", args.max_pixels is not None),
-             ("--print-spec", args.print_spec)]
-    return [flag for flag, on in given if on]
-
-
 def _quick(args: argparse.Namespace) -> int:
     """One-command SR (``--input`` without a pipeline file): see :mod:`restorekit.quick`."""
     from .catalogue import quiet_downloads
     from .quick import QuickOptions, run_quick
 
-    if args.pipeline is not None:
-        raise UserError(
-            f"{args.pipeline}: {_quick_flags(args)[0]} is for one-command SR without a pipeline file; give a pipeline "
-            "file or --input, not both (change a pipeline with --set, e.g. --set networks.generator.model=NAME)"
-        )
-    if args.inputs is None:
-        raise UserError("--input: give the images to super-resolve (files, folders or globs)")
+    if args.inputs is None:  # a pipeline file with these flags is refused before (_check_flags)
+        raise UserError.at(None, "--input", "give the images to super-resolve (files, folders or globs)")
     models = args.model if isinstance(args.model, list) else ([args.model] if args.model else [])
     if len(models) > 1:
-        raise UserError(f"--model: give one model for --input (got {len(models)})")
+        raise UserError.at(None, "--model", f"give one model for --input (got {len(models)})")
     if models and not models[0].strip():
-        raise UserError("--model: empty name; give a catalogue name (restore-run --list-models) or a weights file")
+        raise UserError.at(None, "--model",
+                           "empty name; give a catalogue name (restore-run --list-models) or a weights file")
     opts = QuickOptions(
         inputs=args.inputs, model=models[0] if models else None, output=args.output, temperatures=args.temperatures,
         samples=args.samples, seed=args.seed, tile=args.tile, device=args.device, overwrite=args.overwrite,
@@ -144,8 +126,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
     argv_list = list(argv) if argv is not None else sys.argv[1:]
     command = find(argv_list)
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+        with _warnings_as_lines():
             if command is not None:
                 status = _subcommand(command, argv_list[1:], registry)
             else:
@@ -157,14 +138,13 @@ def main(argv: Sequence[str] | None = None, *, registry: Any = None) -> int:
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return status
     except UserError as exc:
-        print(f"restore-run: error: {exc}", file=sys.stderr)
+        _say("error", exc)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("restore-run: interrupted", file=sys.stderr)
+        _say(None, "interrupted")
         return 130
     except MemoryError:  # the causes with a field to name (batch sizes, pixel limits) are checked before; the rest
-        print("restore-run: error: out of memory (lower data.*.batch_size, run.max_pixels or use [infer.tile])",
-              file=sys.stderr)
+        _say("error", "out of memory (lower data.*.batch_size, run.max_pixels or use [infer.tile])")
         return 1
     except BrokenPipeError:
         # the reader went away (``restore-run --list-plugins --json | head -1``): stop quietly, as cat does
@@ -201,10 +181,31 @@ def _escape_unencodable_output() -> None:
                 pass
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
-    """Warnings as one line each: ``restore-run: warning: <message>``."""
-    print(f"restore-run: warning: {message}", file=sys.stderr)
+def _say(kind: str | None, message: object) -> None:
+    """The one way restore-run reports on stderr: ``restore-run: <kind>: <message>``, on one line."""
+    text = " ".join(str(message).split())
+    print(f"restore-run: {kind}: {text}" if kind else f"restore-run: {text}", file=sys.stderr)
+
+
+class _WarningLines(logging.Handler):
+    """The library's logged warnings (``restorekit.*`` loggers), each one line like its ``warnings``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say("warning", record.getMessage())
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """While a command runs, each library warning (``warnings.warn``, a ``restorekit.*`` logger at WARNING or
+    above) is one line: ``restore-run: warning: <message>``."""
+    logger, handler = logging.getLogger("restorekit"), _WarningLines(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: _say("warning", message)
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
 
 
 _EVERYWHERE = {"registry", "trace_plugins"}
@@ -240,33 +241,30 @@ def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         if action.dest != mode and action.dest not in allowed | _EVERYWHERE:
             name = "--input" if action.dest == "inputs" else (action.option_strings or [action.dest])[-1]
             if action.dest == "pipeline" and mode != "inputs":
-                raise UserError(f"{args.pipeline}: a pipeline file does nothing with {flag}")
+                raise UserError.at(args.pipeline, None, f"a pipeline file does nothing with {flag}")
             if action.dest == "pipeline" or (mode == "pipeline" and action.dest in _MODES["inputs"][1]):
                 what = flag if action.dest == "pipeline" else name
-                raise UserError(f"{args.pipeline}: {what} is for one-command SR without a pipeline file; give a "
-                                f"pipeline file or --input, not both{_HINTS['pipeline']}")
+                raise UserError.at(args.pipeline, None, f"{what} is for one-command SR without a pipeline file; give "
+                                   f"a pipeline file or --input, not both{_HINTS['pipeline']}")
             hint = _HINTS["inputs"] if mode == "inputs" and action.dest in _MODES["pipeline"][1] else ""
             raise UserError(f"{name} does nothing with {flag}{hint}")
 
 
-def _to_json_file(args: argparse.Namespace, run: Any) -> int:
-    """``--json FILE`` for the listing commands: what they print as JSON, written to FILE (atomically)."""
-    import contextlib
-    import io
-
+def _listing(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
+    """A listing flag's output: its data as JSON (``--json``) or as ``text``, on stdout or (``--json FILE``) in
+    FILE, written atomically."""
     from .bench.command import check_json_path
     from .files import atomic_write
 
+    out = json.dumps(data, indent=2, default=str) if args.json else text(data)
     if args.json in (None, "-"):
-        return int(run())
+        print(out)
+        return 0
     path = Path(args.json)
     check_json_path(path)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        status = int(run())
-    atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(out + "\n", encoding="utf-8"))
     print(f"wrote {path}")
-    return status
+    return 0
 
 
 def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -283,7 +281,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps(schema_with_plugins(json_schema(), _registry(args)), indent=2))
         return 0
     if args.list_plugins:
-        return _to_json_file(args, lambda: list_plugins(args))
+        from .commands.listings import plugins_text
+        from .plugin_info import plugins_report
+
+        return _listing(args, plugins_report(_registry(args)), plugins_text)
     if args.benchmark:
         from .bench import main_from_args
         from .catalogue import quiet_downloads
@@ -291,19 +292,25 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with quiet_downloads(args.quiet):
             return main_from_args(args, _registry(args))
     if args.options:
-        from .plugin_info import component_options
+        from .commands.listings import options_text
+        from .components import KINDS
+        from .plugin_info import component_report
 
-        return _to_json_file(args, lambda: component_options(_registry(args), *args.options, as_json=bool(args.json)))
+        kind, name = args.options
+        if kind not in KINDS:
+            raise UserError.at(None, "--options", f"unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
+        return _listing(args, component_report(_registry(args), kind, name), options_text)  # type: ignore[arg-type]
     if args.list_models:
-        from .quick import list_models
+        from .catalogue import cache_dir, listing, load_catalogue
+        from .commands.listings import models_text
 
-        return _to_json_file(args, lambda: list_models(_registry(args), as_json=bool(args.json)))
-    if _quick_flags(args):
-        return _quick(args)
+        models = listing(load_catalogue(registry=_registry(args)))
+        return _listing(args, {"cache": str(cache_dir()), "models": models}, models_text)
+    if any(getattr(args, d) not in (None, False, []) for d in {"inputs"} | _MODES["inputs"][1] - {"device", "quiet"}):
+        return _quick(args)  # the one-command SR flags (--model and --samples are shared with --benchmark, before)
     if args.pipeline is None:
         parser.print_usage(sys.stderr)
-        print("restore-run: error: a pipeline file is needed", file=sys.stderr)
-        return EXIT_USER
+        raise UserError("a pipeline file is needed")
 
     from .catalogue import quiet_downloads
     from .data.io import IMAGE_SUFFIXES
@@ -318,8 +325,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.pipeline.suffix.lower() in IMAGE_SUFFIXES:
         import shlex
 
-        raise UserError(f"{args.pipeline}: an image, not a pipeline file; did you mean "
-                        f"`--input {shlex.quote(str(args.pipeline))}`?")
+        raise UserError.at(args.pipeline, None,
+                           f"an image, not a pipeline file; did you mean `--input {shlex.quote(str(args.pipeline))}`?")
     spec = load_spec(args.pipeline, overrides)
     plan = make_plan(spec, _registry(args), source=str(args.pipeline))
     if args.dry_run:

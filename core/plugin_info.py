@@ -1,7 +1,7 @@
-"""What the installed plugins offer, for people: ``--list-plugins``, ``--options KIND NAME`` and the plugin part of
-``--schema``.
+"""What the installed plugins offer, as data: ``--list-plugins``, ``--options KIND NAME`` and the plugin part of
+``--schema`` (the CLI renders it: :mod:`restorekit.commands.listings`).
 
-Each plugin is shown with its *own* components (in a clash, the other provider's summary never appears under it),
+Each plugin is listed with its *own* components (in a clash, the other provider's summary never appears under it),
 together with the pin that decides the clash.
 """
 
@@ -63,46 +63,6 @@ def plugins_report(reg: PluginRegistry) -> dict[str, Any]:
     return {"plugins": plugins, "conflicts": reg.conflicts(), "pins": pins, "warnings": list(reg.warnings)}
 
 
-def format_plugins(report: dict[str, Any]) -> list[str]:
-    """The text of ``restore-run --list-plugins``."""
-    lines = []
-    for p in report["plugins"]:
-        src = f"{p['distribution'] or '?'} {p['version'] or ''}".strip()
-        lines.append(f"{p['name']}  [{p['status']}]  ({src})")
-        if p["status"] != "ok":
-            lines.append(f"    {p['reason']}")
-            continue
-        for row in p["details"]:
-            summary = f" - {row['summary']}" if row["summary"] else ""
-            others = [x for x in row["providers"] if x != p["name"]]
-            mark = {
-                "active": "",
-                "pinned": f"  [pinned; also from {', '.join(others)}]",
-                "shadowed": f"  [not used: pinned to {row['pin']}]",
-                "conflict": f"  [conflict: also from {', '.join(others)}; not pinned]",
-            }[row["state"]]
-            lines.append(f"    {row['kind']:<9} {row['name']}{summary}{mark}")
-    for kind, names in report["conflicts"].items():
-        for name, plugins in names.items():
-            lines.append(
-                f"conflict: {kind} {name!r} provided by {', '.join(plugins)} "
-                f"(pin one: [pins.{kind}] {name} = \"<plugin>\" in a registry file, restore-run --registry FILE)"
-            )
-    for kind, pins in report["pins"].items():
-        for name, plugin in pins.items():
-            lines.append(f"pin: {kind} {name!r} -> {plugin}")
-    return lines
-
-
-def list_plugins(reg: PluginRegistry, *, as_json: bool) -> int:
-    report = plugins_report(reg)
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(format_plugins(report)))
-    return 0
-
-
 # ----------------------------------------------------------------------------------------------------
 # --options KIND NAME
 
@@ -157,30 +117,13 @@ def params_table(model: type[BaseModel]) -> list[dict[str, Any]]:
     return rows
 
 
-def component_options(reg: PluginRegistry, kind: str, name: str, *, as_json: bool) -> int:
-    """Print a component's params with types, defaults and descriptions (``restore-run --options KIND NAME``)."""
-    if kind not in KINDS:
-        raise UserError(f"--options: unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
-    resolved = reg.get(kind, name)  # type: ignore[arg-type]
+def component_report(reg: PluginRegistry, kind: Kind, name: str) -> dict[str, Any]:
+    """The data of ``restore-run --options KIND NAME``: the component's plugin, summary, params (one
+    :func:`params_table` row per field) and preset names."""
+    resolved = reg.get(kind, name)
     comp = resolved.component
-    rows = params_table(comp.params)
-    presets = sorted(getattr(comp, "presets", {}) or {})
-    if as_json:
-        print(json.dumps({"kind": kind, "name": name, "plugin": resolved.plugin, "summary": comp.summary,
-                          "params": rows, "presets": presets}, indent=2, default=str))
-        return 0
-    print(f"{kind} {name} (plugin {resolved.plugin}){' - ' + comp.summary if comp.summary else ''}")
-    if not rows:
-        print("  (no params)")
-    for row in rows:
-        default = "required" if row["required"] else f"default {json.dumps(row['default'], default=str)}"
-        bounds = f", {row['bounds']}" if row["bounds"] else ""
-        print(f"  {row['name']}: {row['type']} ({default}{bounds})")
-        if row["description"]:
-            print(f"      {row['description']}")
-    if presets:
-        print(f"presets: {', '.join(presets)}")
-    return 0
+    return {"kind": kind, "name": name, "plugin": resolved.plugin, "summary": comp.summary,
+            "params": params_table(comp.params), "presets": sorted(getattr(comp, "presets", {}) or {})}
 
 
 # ----------------------------------------------------------------------------------------------------

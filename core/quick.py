@@ -10,17 +10,16 @@ a flow with other ``--temperature`` values or ``--samples`` runs ``"sample"`` (`
 
 from __future__ import annotations
 
+import contextlib
 import glob
-import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import tomli_w
 
-from .errors import COMMAND_LINE, UserError
+from .errors import COMMAND_LINE, UserError, where
 
 DEFAULT_MODEL = "bundled-srflow-x4"
 DEFAULT_OUTPUT = Path("results")
@@ -46,43 +45,44 @@ class QuickOptions:
 # ----------------------------------------------------------------------------------------------------
 # checks of the flags
 
+FLAGS = {  # the spec field -> the flag that fills it (the most specific first): mistakes name the flag
+    "infer.inputs": "--input", "infer.output_dir": "--output", "run.output_dir": "--output",
+    "infer.temperatures": "--temperature", "infer.samples": "--samples", "infer.tile.size": "--tile",
+    "infer.tile": "--tile", "infer.overwrite": "--overwrite", "run.seed": "--seed", "run.device": "--device",
+    "run.max_pixels": "--max-pixels", "networks.generator.model": "--model", "networks.generator.checkpoint": "--model",
+    "networks.generator": "--model",
+}
+
+
+@contextlib.contextmanager
+def flags_named() -> Iterator[None]:
+    """A mistake in the spec a one-command run made is located at the flag that set the field (``--temperature:
+    must be finite and >= 0``), not at ``command line: infer.temperatures``."""
+    try:
+        yield
+    except UserError as exc:
+        field = exc.field or ""
+        path = next((p for p in FLAGS if field == p or field.startswith(p + ".")), None)
+        if exc.source != SOURCE or path is None:
+            raise
+        raise UserError.at(None, FLAGS[path], where(None, field[len(path) + 1:], exc.detail)) from None
+
 
 def _check_inputs(inputs: Sequence[str]) -> list[str]:
     out = []
     for text in inputs:
         if not text.strip():  # Path("") is the current folder: never what an empty argument meant
-            raise UserError("--input: empty path; give images, folders or globs")
+            raise UserError.at(None, "--input", "empty path; give images, folders or globs")
         if any(c in text for c in "*?["):
             if not glob.glob(text, recursive=True):
-                raise UserError(f"--input: {text}: no file matches")
+                raise UserError.at(None, "--input", f"{text}: no file matches")
             out.append(str(Path(text).absolute()))
             continue
         p = Path(text)
         if not p.exists():
-            raise UserError(f"--input: {text}: file not found")
+            raise UserError.at(None, "--input", f"{text}: file not found")
         out.append(str(p.resolve()))
     return out
-
-
-def _check_numbers(opts: QuickOptions) -> None:
-    temps = list(opts.temperatures or [])
-    if opts.temperatures is not None:
-        bad = [t for t in temps if not math.isfinite(t) or t < 0]
-        if bad:
-            raise UserError(f"--temperature: must be finite and >= 0 (got {bad[0]:g})")
-        if len(set(temps)) != len(temps):
-            raise UserError(f"--temperature: duplicate values in {' '.join(f'{t:g}' for t in temps)}")
-    if opts.samples is not None and opts.samples < 1:
-        raise UserError(f"--samples: must be at least 1 (got {opts.samples})")
-    if opts.tile is not None and opts.tile < 16:
-        raise UserError(f"--tile: must be at least 16 LR pixels (got {opts.tile}; tiles overlap by 8)")
-    if opts.max_pixels is not None and opts.max_pixels < 1:
-        raise UserError(f"--max-pixels: must be at least 1 (got {opts.max_pixels})")
-    if opts.seed is not None and opts.seed < 0:
-        raise UserError(f"--seed: must be >= 0 (got {opts.seed})")
-    dev = opts.device
-    if dev is not None and not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise UserError(f"--device: must be auto, cpu, cuda or cuda:N (got {dev!r})")
 
 
 def _network_table(model: str, registry: Any) -> tuple[dict[str, Any], str, bool]:
@@ -97,13 +97,13 @@ def _network_table(model: str, registry: Any) -> tuple[dict[str, Any], str, bool
 
     path = Path(model)
     if path.exists() and not path.is_file():
-        raise UserError(f"--model: {model}: not a file")
+        raise UserError.at(None, "--model", f"{model}: not a file")
     if not path.exists() and not looks_like_name(model):
-        raise UserError(f"--model: {model}: file not found")
+        raise UserError.at(None, "--model", f"{model}: file not found")
     if path.is_file():
         gen = resolve_generator(registry, checkpoint=path.resolve(), source=str(path))
     else:
-        gen = resolve_generator(registry, model=model, source="--model")
+        gen = resolve_generator(registry, model=model, source=SOURCE, where="networks.generator")
     table = {"component": gen.component.name, "checkpoint": str(path.resolve())} if path.is_file() else {"model": model}
     if gen.component.flow is not None:
         return table, gen.component.name, bool(gen.component.flow)
@@ -116,37 +116,27 @@ def _network_table(model: str, registry: Any) -> tuple[dict[str, Any], str, bool
 
 
 def build_spec_data(opts: QuickOptions, registry: Any, *, for_this_machine: bool = True) -> tuple[dict[str, Any], Any]:
-    """The pipeline of a one-command run, as TOML-ready data, and its plan (validated, nothing loaded yet).
+    """The pipeline of a one-command run, as TOML-ready data, and its plan (validated by the spec's own validators,
+    a mistake naming its flag: :func:`flags_named`; nothing loaded yet).
 
     ``for_this_machine=False`` (``--print-spec``): the spec may name a device this machine lacks (``--device cuda``
     to run elsewhere); the plan is then made for ``auto``."""
     from .plan import make_plan
     from .spec import spec_from_dict
 
-    def plan_of(data: dict[str, Any]) -> Any:
-        if not for_this_machine:
-            data = {**data, "run": {**data["run"], "device": "auto"}}
-        return make_plan(spec_from_dict(data, source=SOURCE), registry, source=SOURCE)
-
-    _check_numbers(opts)
     inputs = _check_inputs(opts.inputs)
     out = (opts.output or DEFAULT_OUTPUT).absolute()
     if out.exists() and not out.is_dir():
-        raise UserError(f"--output: {out}: exists and is not a folder")
-    network, component, flow = _network_table(opts.model or DEFAULT_MODEL, registry)
+        raise UserError.at(None, "--output", f"{out}: exists and is not a folder")
+    with flags_named():
+        network, component, flow = _network_table(opts.model or DEFAULT_MODEL, registry)
     temps = [float(t) for t in opts.temperatures] if opts.temperatures is not None else [0.0]
     samples = opts.samples if opts.samples is not None else 1
-    if not flow:
-        given = [f for f, v in (("--temperature", opts.temperatures), ("--samples", opts.samples)) if v is not None]
-        if given:
-            what = network.get("model") or network.get("checkpoint")
-            raise UserError(f"{given[0]}: {what} is a {component!r} network, not a flow "
-                            "(temperatures and samples are for flows such as SRFlow)")
     mode = "sr" if not flow or (temps == [0.0] and samples == 1) else "sample"
     infer: dict[str, Any] = {"mode": mode, "inputs": inputs, "output_dir": str(out)}
-    if flow:
+    if flow or opts.temperatures is not None:
         infer["temperatures"] = temps
-    if mode == "sample":
+    if mode == "sample" or opts.samples is not None:
         infer["samples"] = samples
     if opts.overwrite:
         infer["overwrite"] = True
@@ -157,7 +147,17 @@ def build_spec_data(opts: QuickOptions, registry: Any, *, for_this_machine: bool
     if opts.max_pixels is not None:
         run["max_pixels"] = opts.max_pixels
     data = {"run": run, "networks": {"generator": network}, "infer": infer}
-    return data, plan_of(data)
+    with flags_named():
+        spec = spec_from_dict(data, source=SOURCE)
+    given = [f for f, v in (("--temperature", opts.temperatures), ("--samples", opts.samples)) if v is not None]
+    if not flow and given:
+        what = network.get("model") or network.get("checkpoint")
+        raise UserError.at(None, given[0], f"{what} is a {component!r} network, not a flow (temperatures and "
+                           "samples are for flows such as SRFlow)")
+    if not for_this_machine:
+        spec = spec.model_copy(update={"run": spec.run.model_copy(update={"device": "auto"})})
+    with flags_named():
+        return data, make_plan(spec, registry, source=SOURCE)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -204,16 +204,5 @@ def run_quick(opts: QuickOptions, registry: Any, *, print_spec: bool = False, ar
         return 0
     from .runner import execute
 
-    return execute(plan)
-
-
-def list_models(registry: Any, *, as_json: bool = False) -> int:
-    """``restore-run --list-models``: every catalogue entry with scale, size, cache state and licence."""
-    from .catalogue import cache_dir, format_listing, listing, load_catalogue
-
-    rows = listing(load_catalogue(registry=registry))
-    if as_json:
-        print(json.dumps({"cache": str(cache_dir()), "models": rows}, indent=2))
-    else:
-        print(format_listing(rows))
-    return 0
+    with flags_named():
+        return execute(plan)

@@ -165,3 +165,22 @@ def test_top_level_mistakes_are_one_line_with_a_suggestion(tmp_path: Path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err == f"restore-run: error: {message}\n", err
+
+
+def test_library_warnings_are_one_line_each(tmp_path: Path, capsys) -> None:
+    """The library warns through ``logging`` (a skipped validation image) or ``warnings``, never by printing:
+    restore-run shows each warning as one ``restore-run: warning:`` line."""
+    import numpy as np
+    from fakes import make_registry, sample_image, save
+    from restorekit.quick import to_toml
+
+    save(tmp_path / "val" / "big.png", sample_image("coffee", 32, 32))
+    save(tmp_path / "val" / "tiny.png", np.full((8, 8, 3), 0.5))
+    data = {"run": {"mode": "eval", "device": "cpu", "output_dir": "out"},
+            "networks": {"generator": {"component": "bicubic"}},
+            "data": {"val": {"hq": "val", "scale": 2, "crop": 16}}, "validators": {"psnr": {"component": "psnr"}}}
+    (tmp_path / "e.toml").write_text(to_toml(data))
+    assert main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"restore-run: warning: {tmp_path / 'e.toml'}: data.val: skipped 1 image(s) too small "
+                                "for the crop: tiny.png"], err

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from pydantic import Field
 
 from restorekit import GeneratorComponent, Params, hookimpl
@@ -107,3 +106,14 @@ def test_list_plugins_into_a_closed_pipe_ends_quietly() -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert err == "" and proc.returncode == 141
+
+
+def test_listings_are_data_the_library_prints_nothing(registry, capsys) -> None:
+    from restorekit.plugin_info import component_report, plugins_report
+
+    report = plugins_report(clash_registry("rrdb"))
+    options = component_report(registry, "loss", "pixel")
+    assert capsys.readouterr() == ("", "")
+    assert [p["name"] for p in report["plugins"]] == ["clash", "rrdb"]
+    assert report["pins"] == {"generator": {"rrdb": "rrdb"}}
+    assert options["plugin"] == "builtins" and {r["name"] for r in options["params"]} >= {"criterion", "eps"}

@@ -143,7 +143,8 @@ def test_existing_outputs_are_kept_and_refused_unless_overwrite(tmp_path: Path, 
     (out / f"{img.stem}.png").write_bytes(b"mine")
     base = ["--model", str(rrdb_ckpt[0]), "--input", str(img), "--output", str(out)]
     code, _, err = run(base, registry, capsys)
-    assert code == 2 and "no samples.json records" in err and "--overwrite" in err, err
+    assert code == 2 and err.startswith(f"restore-run: error: --output: {out} holds 1 image(s)"), err
+    assert "no samples.json records" in err and "pass --overwrite" in err, err
     assert (out / f"{img.stem}.png").read_bytes() == b"mine"  # refused, not replaced
     code, _, err = run(base + ["--overwrite"], registry, capsys)
     assert code == 0, err
@@ -158,13 +159,23 @@ def test_existing_outputs_are_kept_and_refused_unless_overwrite(tmp_path: Path, 
         (["--input", "IMG", "--model", "srflow-df2k4x"],
          "--model: unknown model 'srflow-df2k4x' (did you mean 'srflow-df2k-4x'?)"),
         (["--input", "IMG", "--model", "nothere.pth"], "--model: nothere.pth: file not found"),
-        (["--input", "IMG", "--model", "RRDB", "--temperature", "-1"], "--temperature: must be finite and >= 0 (got -1)"),
+        # the flags are checked by the spec's own validators, each mistake named as its flag
+        (["--input", "IMG", "--model", "RRDB", "--temperature", "-1"],
+         "--temperature: must be finite and >= 0 (got -1.0)"),
         (["--input", "IMG", "--model", "RRDB", "--temperature", "nan"], "--temperature: must be finite and >= 0"),
-        (["--input", "IMG", "--model", "RRDB", "--temperature", "0.5", "0.5"], "--temperature: duplicate values"),
+        (["--input", "IMG", "--model", "RRDB", "--temperature", "0.5", "0.5"], "--temperature: duplicate values [0.5]"),
         (["--input", "IMG", "--model", "RRDB", "--temperature", "0.8"], "is a 'rrdb' network, not a flow"),
-        (["--input", "IMG", "--model", "RRDB", "--samples", "0"], "--samples: must be at least 1 (got 0)"),
-        (["--input", "IMG", "--model", "RRDB", "--tile", "4"], "--tile: must be at least 16 LR pixels"),
-        (["--input", "IMG", "--model", "RRDB", "--device", "gpu"], "--device: must be auto, cpu, cuda or cuda:N"),
+        (["--input", "IMG", "--model", "RRDB", "--samples", "0"],
+         "--samples: Input should be greater than or equal to 1 (got 0)"),
+        (["--input", "IMG", "--model", "RRDB", "--tile", "4"],
+         "--tile: Input should be greater than or equal to 8 (got 4)"),
+        (["--input", "IMG", "--model", "RRDB", "--tile", "8"], "--tile: size (8) must be larger than overlap (8)"),
+        (["--input", "IMG", "--model", "RRDB", "--device", "gpu"],
+         "--device: device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (["--input", "IMG", "--model", "RRDB", "--device", "cuda:100000"],
+         "--device: device index 100000 is out of range"),
+        (["--input", "IMG", "--model", "RRDB", "--seed", "-1"],
+         "--seed: Input should be greater than or equal to 0 (got -1)"),
         (["p.toml", "--input", "IMG"], "p.toml: --input is for one-command SR without a pipeline file"),
         (["p.toml", "--temperature", "0.5"], "is for one-command SR without a pipeline file"),
         (["--model", "RRDB"], "--input: give the images to super-resolve"),
@@ -209,4 +220,4 @@ def test_max_pixels_raises_the_limit_the_message_names(tmp_path: Path, rrdb_ckpt
     code, out, _ = run(base + ["--max-pixels", "256", "--print-spec"], registry, capsys)
     assert "max_pixels = 256" in out
     code, _, err = run(base + ["--max-pixels", "0"], registry, capsys)
-    assert code == 2 and "--max-pixels: must be at least 1 (got 0)" in err
+    assert code == 2 and "--max-pixels: Input should be greater than or equal to 1 (got 0)" in err

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import copy
-import sys
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..perf import SampleBatcher, choose_layout, fast_inference, in_layout, maybe_compile
 from .config import BenchConfig, Row, check_config
 from .measure import _fp32, _max_diff, _precision, _row, bicubic_seconds
@@ -116,8 +116,9 @@ def _run_case(bm: BenchModel, device: torch.device, precision: str, size: int, b
 def run_benchmark(
     cfg: BenchConfig, registry: Any, log: Callable[[str], None] | None = None
 ) -> tuple[list[Row], list[str]]:
-    """Measure every case of ``cfg``; returns the rows and notes (skipped models and cases)."""
-    say = log or (lambda msg: print(msg, file=sys.stderr))
+    """Measure every case of ``cfg``; returns the rows and notes (skipped models and cases). ``log`` gets each
+    case's name before it runs (default: the ``restorekit.bench`` logger, at INFO)."""
+    say = log or logging.getLogger("restorekit.bench").info
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -140,8 +141,7 @@ def run_benchmark(
                         except UserError:
                             raise
                         except (RuntimeError, ValueError, NotImplementedError) as exc:
-                            line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
-                            notes.append(f"{what}: skipped ({exc.__class__.__name__}: {line})")
+                            notes.append(f"{what}: skipped ({one_line(exc, named=True, limit=200)})")
         bm.module.to("cpu")
     if models and not rows:
         raise UserError(f"--benchmark: nothing could be measured; {notes[-1] if notes else 'no case ran'}")

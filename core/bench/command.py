@@ -3,6 +3,7 @@ the JSON file and the ``--compare`` verdict."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ def main(cfg: BenchConfig, registry: Any, *, json_path: Path | None, compare_pat
     if json_path is not None:  # checked before the measurements, not after them
         check_json_path(json_path)
     old = read_json(compare_path) if compare_path is not None else None
-    rows, notes = run_benchmark(cfg, registry)
+    rows, notes = run_benchmark(cfg, registry, log=lambda msg: print(msg, file=sys.stderr))
     changes = compare(rows, old) if old is not None else None
     print(table(rows, change_marks(changes) if changes is not None else None))
     info = machine()

@@ -45,7 +45,7 @@ from .entries import (
     read_catalogue_file,
 )
 from .hashes import read_record, record_path, sha256_file, verify, write_record
-from .listing import format_listing, listing, size_of
+from .listing import listing, size_of
 
 __all__ = [
     "CHUNK",
@@ -65,7 +65,6 @@ __all__ = [
     "download",
     "extract_member",
     "fetch",
-    "format_listing",
     "is_cached",
     "listing",
     "load_catalogue",

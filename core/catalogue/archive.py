@@ -22,8 +22,8 @@ def extract_member(archive: Path, member: str, dest: Path) -> str:
                 base = PurePosixPath(member).name
                 found = [n for n in names if PurePosixPath(n).name == base]
                 if len(found) != 1:
-                    raise UserError(
-                        f"{archive}: no member {member!r} in the archive ({len(names)} files: "
+                    raise UserError.at(
+                        archive, None, f"no member {member!r} in the archive ({len(names)} files: "
                         f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
                     )
                 name = found[0]
@@ -39,7 +39,8 @@ def extract_member(archive: Path, member: str, dest: Path) -> str:
 
             atomic_write(dest, extract)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise UserError(f"{archive}: not a readable zip archive ({exc}); delete it to download it again") from None
+        raise UserError.at(archive, None,
+                           f"not a readable zip archive ({exc}); delete it to download it again") from None
     digest = h.hexdigest()
     write_record(dest, digest)
     return digest

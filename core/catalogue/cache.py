@@ -99,7 +99,7 @@ def _lock(path: Path) -> Iterator[None]:
     try:
         held.acquire()
     except OSError as exc:
-        raise UserError(f"{CACHE_WHAT}: {lock}: cannot create the lock file ({exc.strerror or exc})") from None
+        raise UserError.at(CACHE_WHAT, None, f"{lock}: cannot create the lock file ({exc.strerror or exc})") from None
     try:
         yield
     finally:
@@ -168,6 +168,6 @@ def _fetch_source(entry: ModelEntry, src: Source, dest: Path, retries: int, *, a
         if got != entry.weights_sha256:
             dest.unlink(missing_ok=True)
             record_path(dest).unlink(missing_ok=True)
-            raise UserError(f"{src.urls[0]}: delivered a file with sha256 {got}, not the weights entry "
-                            f"{entry.name!r} names ({entry.weights_sha256}): deleted")
+            raise UserError.at(src.urls[0], None, f"delivered a file with sha256 {got}, not the weights entry "
+                               f"{entry.name!r} names ({entry.weights_sha256}): deleted")
 

@@ -139,11 +139,11 @@ def download(
             got = part.stat().st_size
             if size is not None and got != size:
                 part.unlink(missing_ok=True)
-                raise UserError(f"{url}: downloaded {got:,} bytes, expected {size:,}: deleted; {again}")
+                raise UserError.at(url, None, f"downloaded {got:,} bytes, expected {size:,}: deleted; {again}")
             if sha256 is not None and digest != sha256:
                 part.unlink(missing_ok=True)
-                raise UserError(
-                    f"{url}: wrong sha256 {digest} (expected {sha256}): download deleted; {again}"
+                raise UserError.at(
+                    url, None, f"wrong sha256 {digest} (expected {sha256}): download deleted; {again}"
                 )
             os.replace(part, dest)
             write_record(dest, digest)

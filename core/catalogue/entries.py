@@ -3,7 +3,6 @@ and the check that loaded weights are what their entry promises."""
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -28,7 +27,7 @@ class _CatalogueFile(BaseModel):
 
 
 def _entries_from_table(models: Mapping[str, Any], source: str) -> dict[str, ModelEntry]:
-    from ..spec import format_validation_error
+    from ..spec import validation_error
 
     out: dict[str, ModelEntry] = {}
     for name, table in models.items():
@@ -37,13 +36,13 @@ def _entries_from_table(models: Mapping[str, Any], source: str) -> dict[str, Mod
         try:
             out[name] = ModelEntry.model_validate({**table, "name": name, "source": source})
         except ValidationError as exc:
-            raise UserError(format_validation_error(exc, source, prefix=f"models.{name}", model=ModelEntry)) from None
+            raise validation_error(exc, source, prefix=f"models.{name}", model=ModelEntry) from None
     return out
 
 
 def read_catalogue_file(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
     """Entries of one catalogue TOML file (``[models.<name>]`` tables)."""
-    from ..spec import format_validation_error, read_toml
+    from ..spec import read_toml, validation_error
 
     p = Path(path)
     data = read_toml(p, "catalogue file")
@@ -51,7 +50,7 @@ def read_catalogue_file(path: str | os.PathLike[str]) -> dict[str, ModelEntry]:
     try:
         parsed = _CatalogueFile.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, str(p), model=_CatalogueFile)) from None
+        raise validation_error(exc, str(p), model=_CatalogueFile) from None
     return _entries_from_table(parsed.models, str(p))
 
 
@@ -75,7 +74,8 @@ def _plugin_entries(registry: "PluginRegistry") -> dict[str, ModelEntry]:
                 table = {k: v for k, v in item.items() if k != "name"}
                 out.update(_entries_from_table({str(item["name"]): table}, where))
             else:
-                raise UserError(f"{where}: returned {type(item).__name__}; expected ModelEntry, a table or a path")
+                raise UserError.at(where, None,
+                                   f"returned {type(item).__name__}; expected ModelEntry, a table or a path")
     return out
 
 
@@ -101,13 +101,15 @@ def load_catalogue(
     return entries
 
 
-def lookup(name: str, entries: Mapping[str, ModelEntry], *, where: str = "model") -> ModelEntry:
-    """The entry ``name``; an unknown name is a one-line error with a suggestion."""
+def lookup(name: str, entries: Mapping[str, ModelEntry], *, source: str | None = None,
+           field: str | None = "model") -> ModelEntry:
+    """The entry ``name``; an unknown name is a one-line error at ``source`` and ``field``, with a suggestion."""
+    from ..spec import did_you_mean
+
     if name in entries:
         return entries[name]
-    match = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.6)
-    hint = f" (did you mean {match[0]!r}?)" if match else ""
-    raise UserError(f"{where}: unknown model {name!r}{hint}; `restore-run --list-models` lists the known names")
+    raise UserError.at(source, field, f"unknown model {name!r}{did_you_mean(name, entries)}; `restore-run --list-models` "
+                       "lists the known names")
 
 
 def looks_like_name(text: str) -> bool:
@@ -127,8 +129,8 @@ def count_parameters(module: "nn.Module") -> int:
 def check_component(entry: ModelEntry, component: str, path: Path) -> None:
     """The file at ``path`` holds the component ``entry`` promises (checked before anything is built)."""
     if component != entry.component:
-        raise UserError(
-            f"{path}: holds a {component!r} network, but catalogue entry {entry.name!r} says {entry.component!r}"
+        raise UserError.at(
+            path, None, f"holds a {component!r} network, but catalogue entry {entry.name!r} says {entry.component!r}"
         )
 
 
@@ -137,11 +139,13 @@ def check_loaded(entry: ModelEntry, component: str, module: "nn.Module", path: P
     check_component(entry, component, path)
     scale = getattr(module, "scale", None)
     if scale is not None and int(scale) != entry.scale:
-        raise UserError(f"{path}: network scale is x{scale}, but catalogue entry {entry.name!r} says x{entry.scale}")
+        raise UserError.at(path, None,
+                           f"network scale is x{scale}, but catalogue entry {entry.name!r} says x{entry.scale}")
     if entry.parameters is not None:
         n = count_parameters(module)
         if n != entry.parameters:
-            raise UserError(
-                f"{path}: network has {n:,} parameters, but catalogue entry {entry.name!r} says {entry.parameters:,}"
+            raise UserError.at(
+                path, None, f"network has {n:,} parameters, but catalogue entry {entry.name!r} says "
+                f"{entry.parameters:,}"
             )
 

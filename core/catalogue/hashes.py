@@ -36,8 +36,8 @@ def write_record(path: Path, digest: str) -> None:
     try:
         atomic_write(rec, lambda tmp: tmp.write_text(f"{digest}  {path.name}\n", encoding="utf-8"))
     except OSError as exc:  # a folder in the way, a read-only cache: the record cannot be kept
-        raise UserError(f"{rec}: cannot record the sha256 of {path.name} ({exc.strerror or exc}); "
-                        "remove what is in the way or set $RESTOREKIT_HOME to another folder") from None
+        raise UserError.at(rec, None, f"cannot record the sha256 of {path.name} ({exc.strerror or exc}); "
+                           "remove what is in the way or set $RESTOREKIT_HOME to another folder") from None
 
 
 def verify(path: Path, published: str | None) -> str:
@@ -46,17 +46,18 @@ def verify(path: Path, published: str | None) -> str:
     digest = sha256_file(path)
     if published is not None:
         if digest != published:
-            raise UserError(
-                f"{path}: sha256 {digest} does not match the published {published}; delete the file to download it again"
+            raise UserError.at(
+                path, None, f"sha256 {digest} does not match the published {published}; delete the file to download "
+                "it again"
             )
         return digest
     recorded = read_record(path)
     if recorded is None:
         write_record(path, digest)
     elif recorded != digest:
-        raise UserError(
-            f"{path}: sha256 {digest} differs from {recorded} recorded when it was first used (corrupt or replaced); "
-            f"delete it and {record_path(path).name} to download it again"
+        raise UserError.at(
+            path, None, f"sha256 {digest} differs from {recorded} recorded when it was first used (corrupt or "
+            f"replaced); delete it and {record_path(path).name} to download it again"
         )
     return digest
 

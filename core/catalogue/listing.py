@@ -1,10 +1,11 @@
-"""``restore-run --list-models``: one record per entry (size, cached or not, licence), as JSON or a table."""
+"""``restore-run --list-models``: one record per entry (size, cached or not, licence); the CLI prints them as JSON or
+a table (:mod:`restorekit.commands.listings`)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from .cache import ENV_HOME, cache_dir, is_cached, model_path
+from .cache import is_cached, model_path
 from .entries import ModelEntry
 
 
@@ -44,16 +45,3 @@ def listing(entries: Mapping[str, ModelEntry]) -> list[dict[str, Any]]:
             "member": e.member, "sha256": e.sha256,
         })
     return rows
-
-
-def format_listing(rows: Sequence[Mapping[str, Any]]) -> str:
-    head = ("name", "scale", "size", "cached", "licence", "description")
-    table = [head] + [
-        (r["name"], f"x{r['scale']}", r["size"], ("bundled" if r["bundled"] else "yes") if r["cached"] else "no",
-         r["licence"], r["description"])
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + str(row[-1]) for row in table]
-    lines.append(f"cache: {cache_dir() / 'models'} (set ${ENV_HOME} to move it)")
-    return "\n".join(line.rstrip() for line in lines)

@@ -26,8 +26,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # a subcommand ("restore-run evaluate") names itself; the program alone is named by the CLI's own prefix
-        prefix = f"{self.prog}: " if " " in self.prog else ""
-        raise UserError(f"{prefix}{message}{suggestion(self, message)}")
+        raise UserError.at(self.prog if " " in self.prog else None, None, message + suggestion(self, message))
 
 
 def suggestion(parser: argparse.ArgumentParser, message: str) -> str:

@@ -123,20 +123,21 @@ def load_item(index: int, gt: Path, srs: list[Path], scale: int) -> SRSamples:
     hq = _read(gt)
     h, w = (hq.shape[-2] // CROP) * CROP, (hq.shape[-1] // CROP) * CROP
     if h == 0 or w == 0:
-        raise UserError(f"{gt}: {hq.shape[-2]}x{hq.shape[-1]} is smaller than {CROP} pixels")
+        raise UserError.at(gt, None, f"{hq.shape[-2]}x{hq.shape[-1]} is smaller than {CROP} pixels")
     if h % scale or w % scale:
-        raise UserError(f"{gt}: cropped to {h}x{w} (a multiple of {CROP}) it is not a multiple of --scale {scale}")
+        raise UserError.at(gt, None,
+                           f"cropped to {h}x{w} (a multiple of {CROP}) it is not a multiple of --scale {scale}")
     outs = []
     for path in srs:
         sr = _read(path)
         sh, sw = sr.shape[-2], sr.shape[-1]
         if (sh, sw) in ((hq.shape[-2] // scale, hq.shape[-1] // scale), (h // scale, w // scale)):
-            raise UserError(f"{path}: {sh}x{sw} is 1/{scale} of the ground truth {gt.name} "
-                            f"({hq.shape[-2]}x{hq.shape[-1]}): an LR image, not an output")
+            raise UserError.at(path, None, f"{sh}x{sw} is 1/{scale} of the ground truth {gt.name} "
+                               f"({hq.shape[-2]}x{hq.shape[-1]}): an LR image, not an output")
         if sh < h or sw < w or sh >= hq.shape[-2] + CROP or sw >= hq.shape[-1] + CROP:
             ratio = f" ({hq.shape[-2] / sh:.3g}x smaller: wrong --scale or wrong folder?)" if sh < h else ""
-            raise UserError(f"{path}: size {sh}x{sw} does not match the ground truth {gt.name} "
-                            f"({hq.shape[-2]}x{hq.shape[-1]}){ratio}")
+            raise UserError.at(path, None, f"size {sh}x{sw} does not match the ground truth {gt.name} "
+                               f"({hq.shape[-2]}x{hq.shape[-1]}){ratio}")
         outs.append(sr[..., :h, :w])
     lq = hq[..., :h:scale, :w:scale]  # unused by these metrics (lr_psnr compares with the downscaled GT)
     return SRSamples(gt.name, lq, hq[..., :h, :w], outs, 0.0)

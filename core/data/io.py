@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..files import atomic_write
 from .png import encode_png16, read_png16, with_png_text
 
@@ -97,7 +97,7 @@ def read_header(path: str | Path) -> Header:
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: image file not found")
+        raise UserError.at(p, None, "image file not found")
     png = _png_ihdr(p)
     try:
         with _pillow_unbounded(), PILImage.open(p) as im:
@@ -127,7 +127,7 @@ def read_header(path: str | Path) -> Header:
                               orientation if 1 <= orientation <= 8 else 1, None, "tifffile")
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
             pillow_error = exc
-    raise UserError(f"{p}: unreadable image ({_first_line(pillow_error)})")
+    raise UserError.at(p, None, f"unreadable image ({one_line(pillow_error)})")
 
 
 def _orientation(im: Any) -> int:
@@ -162,11 +162,6 @@ def _pillow_tiff_mode(mode: str) -> bool:
     """TIFF modes read through Pillow (its conversions to RGB); tifffile reads the rest at full depth (Pillow
     reduces 16-bit RGB TIFFs to 8 bits)."""
     return mode in ("P", "PA", "LAB")
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return msg[0][:120] if msg else type(exc).__name__
 
 
 def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -260,8 +255,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     p = Path(path)
     header = read_header(p)
     if max_pixels is not None and header.pixels > max_pixels:
-        raise ImageTooLarge(
-            f"{p}: {header.width}x{header.height} = {header.pixels:,} pixels, over the limit of {max_pixels:,} "
+        raise ImageTooLarge.at(
+            p, None, f"{header.width}x{header.height} = {header.pixels:,} pixels, over the limit of {max_pixels:,} "
             f"(run.max_pixels); not decoded; if you trust the file, raise the limit: --max-pixels {header.pixels} "
             f"(restore-run --input), --set run.max_pixels={header.pixels} (a pipeline)"
         )
@@ -269,11 +264,11 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     try:
         arr, oriented = _decode(p, header)
     except FileNotFoundError:
-        raise UserError(f"{p}: image file not found") from None
+        raise UserError.at(p, None, "image file not found") from None
     except MemoryError:
-        raise UserError(f"{p}: {header.width}x{header.height}: not enough memory to decode it") from None
+        raise UserError.at(p, None, f"{header.width}x{header.height}: not enough memory to decode it") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for corrupt files
-        raise UserError(f"{p}: unreadable image ({_first_line(exc)})") from None
+        raise UserError.at(p, None, f"unreadable image ({one_line(exc)})") from None
     if header.frames > 1:
         notes.append(f"first of {header.frames} frames used")
     if header.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -294,13 +289,13 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     elif np.issubdtype(arr.dtype, np.floating):
         bits, scale = 32, 1.0
     else:
-        raise UserError(f"{p}: unsupported pixel type {arr.dtype}")
+        raise UserError.at(p, None, f"unsupported pixel type {arr.dtype}")
     data = np.asarray(arr, dtype=np.float32) / scale
     gray = data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (1, 2))
     if data.ndim == 2:
         data = data[..., None]
     if data.ndim != 3 or data.shape[-1] > 4:
-        raise UserError(f"{p}: unsupported image shape {arr.shape}")
+        raise UserError.at(p, None, f"unsupported image shape {arr.shape}")
     alpha = None
     if data.shape[-1] in (2, 4):
         alpha = torch.from_numpy(np.ascontiguousarray(data[..., -1:].transpose(2, 0, 1)))

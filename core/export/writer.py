@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..components import FlowModel
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..files import atomic_write, ensure_dir, write_text
 from .graph import ExportGraph, graph_for
 from .runtime import ExportedModel, as_tuple, relative_error, require, sidecar_path
@@ -109,12 +109,6 @@ def _tracing_flags() -> Iterator[None]:
         torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision = before
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    text = next((ln for ln in lines if not ln.startswith("For more information")), type(exc).__name__)
-    return (text[:200] + "…") if len(text) > 200 else text
-
-
 def check_output(output: Path) -> str:
     """The format of ``output`` (from its suffix), its folder made; one-line errors for anything unwritable."""
     fmt = FORMATS.get(output.suffix.lower())
@@ -154,7 +148,7 @@ def trace(graph: ExportGraph, model: nn.Module, precision: str, name: str) -> to
             return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(module, inputs))
     except Exception as exc:  # noqa: BLE001 - whatever the tracer raises, the user gets one line
         raise UserError(f"{name}: cannot export the {graph.kind!r} graph: torch.export failed "
-                        f"({type(exc).__name__}: {_first_line(exc)})") from None
+                        f"({one_line(exc, named=True)})") from None
 
 
 def _write_onnx(program: torch.export.ExportedProgram, graph: ExportGraph, path: Path, opset: int, name: str) -> None:
@@ -164,7 +158,7 @@ def _write_onnx(program: torch.export.ExportedProgram, graph: ExportGraph, path:
                               output_names=list(graph.outputs), opset_version=opset, external_data=False,
                               dynamo=True)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{name}: cannot write ONNX opset {opset}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UserError(f"{name}: cannot write ONNX opset {opset}: {one_line(exc, named=True)}") from None
 
 
 def parity(artifact: Path, graph: ExportGraph, model: nn.Module, precision: str,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..plan import Plan
 from .imaging import quantize, upsample_bicubic, write_gif
 from .inputs import InputItem, Prepared, collect_inputs
@@ -35,7 +35,7 @@ from .inputs import shard as shard_items
 from .modes import Runner
 from .records import check_existing
 from .reports import image_metrics
-from .sink import Fallback, InferSummary, OutputSink, one_line
+from .sink import Fallback, InferSummary, OutputSink
 from .slots import Slot, make_slots
 
 
@@ -86,8 +86,7 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool 
             try:
                 prep = r.prepare(item, todo)
             except UserError as exc:
-                reason, prefix = one_line(exc), f"{item.path}: "
-                sink.fail(item.path, reason[len(prefix):] if reason.startswith(prefix) else reason)
+                sink.fail(item.path, exc.about(item.path))
                 bar.update(1)
                 continue
             key = tuple(prep.lr.shape) + ((tuple(prep.hr.shape)) if prep.hr is not None else ())

@@ -118,8 +118,8 @@ class InputReader:
         h, w = rgb.shape[-2:]
         hh, ww = round_down(h, self.hr_multiple), round_down(w, self.hr_multiple)
         if hh < 1 or ww < 1:
-            raise UserError(
-                f"{path}: image {h}x{w} is smaller than {self.hr_multiple} pixels (scale x size multiple of "
+            raise UserError.at(
+                path, None, f"image {h}x{w} is smaller than {self.hr_multiple} pixels (scale x size multiple of "
                 f"{self.component!r})"
             )
         return rgb[:, :hh, :ww]

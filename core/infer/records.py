@@ -127,11 +127,6 @@ def ways_on(source: str) -> str:
     return "set infer.overwrite = true to replace existing outputs, or choose another infer.output_dir"
 
 
-def _refuse(source: str, message: str) -> UserError:
-    where = "--output" if source == COMMAND_LINE else "infer.output_dir"
-    return UserError(f"{where}: {message}") if source == COMMAND_LINE else UserError.at(source, where, message)
-
-
 def _images_in(out_dir: Path, protected: set[Path]) -> list[Path]:
     found = []
     for p in sorted(out_dir.rglob("*")):
@@ -153,9 +148,10 @@ def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputI
         keep = {Path(p).resolve() for p in protected if p is not None} | {i.path.resolve() for i in items}
         images = _images_in(out_dir, keep)
         if images:
-            raise _refuse(source, f"{out_dir} holds {len(images)} image(s) (e.g. {images[0].name}) but no samples.json "
-                          f"records of what made them (another tool, or restorekit before output records), so "
-                          f"they cannot be told from this run's outputs; {ways_on(source)}")
+            raise UserError.at(
+                source, "infer.output_dir", f"{out_dir} holds {len(images)} image(s) (e.g. {images[0].name}) but no "
+                f"samples.json records of what made them (another tool, or restorekit before output records), so "
+                f"they cannot be told from this run's outputs; {ways_on(source)}")
     for item in items:
         for slot in r.slots:
             path = slot.path(out_dir, item, r.ext)
@@ -164,13 +160,13 @@ def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputI
             key = path.relative_to(out_dir).as_posix()
             old = records.get(key)
             if old is None:
-                raise _refuse(source, f"{path} exists but samples.json has no record of what made it; "
-                              f"{ways_on(source)}")
+                raise UserError.at(source, "infer.output_dir",
+                                   f"{path} exists but samples.json has no record of what made it; {ways_on(source)}")
             diff = first_difference(old, slot_request(base, r.spec.mode, item, slot))
             if diff is not None:
                 name, was, now = diff
-                raise _refuse(source, f"{path} was made with {name} = {_show(was)}, this run asks {name} = "
-                              f"{_show(now)}; {ways_on(source)}")
+                raise UserError.at(source, "infer.output_dir", f"{path} was made with {name} = {_show(was)}, this run "
+                                   f"asks {name} = {_show(now)}; {ways_on(source)}")
 
 
 __all__ = ["REQUEST_FIELDS", "check_existing", "first_difference", "read_records", "run_request", "slot_request",

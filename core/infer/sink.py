@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.io import read_image, write_image
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..runtime import DistContext
 from .imaging import quantize, upsample_bicubic, write_gif
 from .inputs import InputItem, Prepared
@@ -30,12 +30,6 @@ def rel(p: Path, root: Path) -> str:
         return p.relative_to(root).as_posix()
     except ValueError:
         return str(p)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line of at most 300 characters."""
-    text = " ".join(str(exc).split())
-    return (text or type(exc).__name__)[:300]
 
 
 @dataclass(frozen=True)
@@ -238,4 +232,4 @@ class OutputSink:
         return summary
 
 
-__all__ = ["Fallback", "InferSummary", "OutputSink", "one_line", "rel"]
+__all__ = ["Fallback", "InferSummary", "OutputSink", "rel"]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..components import FlowModel
+from ..errors import one_line
 from .device import _GAIN, _seconds
 from .layout import probe_input
 
@@ -52,9 +53,7 @@ def maybe_compile(
             run(model, x)  # compiles
         except Exception as exc:  # noqa: BLE001 - any backend failure means: run uncompiled
             _uncompile(targets)
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-            why = f"{exc.__class__.__name__}: {first}"
-            note = f"run.compile: torch.compile is not available here ({why}); running uncompiled"
+            note = f"run.compile: torch.compile is not available here ({one_line(exc, named=True)}); running uncompiled"
             say(note)
             return model, note
         best_comp = float("inf")

@@ -23,14 +23,14 @@ def resolve_device(name: str, field: str = "run.device") -> torch.device:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UserError(f"{field}: {name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+        raise UserError.at(None, field, f"{name!r} is not a device (auto, cpu, cuda or cuda:N)") from None
     if dev.index is not None and dev.index < 0:
-        raise UserError(f"{field}: {name!r}: device index out of range")
+        raise UserError.at(None, field, f"{name!r}: device index out of range")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"{field}: {name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
+            raise UserError.at(None, field, f"{name!r} asked for, but CUDA is not available (use 'auto' or 'cpu')")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"{field}: {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError.at(None, field, f"{name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -46,7 +46,7 @@ def _declared(plan: ComponentPlan, what: str) -> list[str] | None:
     try:
         return [str(k) for k in fn(plan.params)]
     except Exception as exc:  # noqa: BLE001 - a plugin's bug, named
-        raise UserError(plugin_bug(plan.resolved, what, exc)) from None
+        raise plugin_bug(plan.resolved, what, exc) from None
 
 
 def _runs(step: StepPlan, item: ComponentPlan | None, t: int) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalogue import ModelEntry, load_catalogue
-from ..errors import UserError
-from ..registry import PluginRegistry, RegistryError, Resolved
+from ..errors import located
+from ..registry import PluginRegistry
 from ..spec import PipelineSpec
 from .checks import check_run, check_state_flow, resolve_device
-from .networks import validate_params
+from .networks import find_component, validate_params
 from .plans import ComponentPlan, NetworkPlan, Plan, StepPlan
 from .weights import resolve_generator
 
@@ -17,13 +17,8 @@ from .weights import resolve_generator
 def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pipeline") -> Plan:
     """Resolve every component of ``spec`` in ``registry`` and validate its params."""
 
-    def get(kind: Any, name: str, where: str) -> Resolved:
-        try:
-            return registry.get(kind, name)
-        except RegistryError:
-            raise  # the mistake is in a registry file, which the message names
-        except UserError as exc:
-            raise UserError.at(source, where, exc) from None
+    def get(kind: Any, name: str, where: str) -> Any:
+        return find_component(registry, kind, name, source, where)
 
     networks: dict[str, NetworkPlan] = {}
     catalogue: dict[str, ModelEntry] | None = None
@@ -61,9 +56,7 @@ def make_plan(spec: PipelineSpec, registry: PluginRegistry, *, source: str = "pi
         r = get("validator", val.component, f"{where}.component")
         validators.append(ComponentPlan(vname, val, r, validate_params(r.component.params, val.params, source, f"{where}.params")))
 
-    try:
+    with located(source, None):
         device = resolve_device(spec.run.device)
-    except UserError as exc:
-        raise UserError.at(source, None, exc) from None
     check_run(spec, networks, device, source)
     return Plan(spec, source, registry, device, networks, steps, validators)

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from ..components import GeneratorComponent, StateDict
-from ..errors import UserError
-from ..registry import PluginRegistry, Resolved
-from ..spec import format_validation_error
+from ..errors import UserError, one_line
+from ..registry import PluginRegistry, RegistryError, Resolved
+from ..spec import validation_error
 
 if TYPE_CHECKING:
     from .plans import NetworkPlan
@@ -23,7 +23,7 @@ def validate_params(model: type[BaseModel], data: Mapping[str, Any], source: str
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source, prefix=where, model=model)) from None
+        raise validation_error(exc, source, prefix=where, model=model) from None
 
 
 def generator_params(
@@ -54,11 +54,9 @@ def generator_params(
     if state_dict is not None and comp.params_from_state_dict is not None:
         try:
             inferred = comp.params_from_state_dict(state_dict)
-        except UserError as exc:
-            raise UserError.at(source, None, f"{checkpoint}: {exc}" if checkpoint is not None else exc) from None
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug, named with the plugin and the file
-            bug = plugin_bug(resolved, "params_from_state_dict", exc)
-            raise UserError.at(source, None, f"{checkpoint}: {bug}" if checkpoint is not None else bug) from None
+        except Exception as exc:  # noqa: BLE001 - a mistake in the file, or a plugin's bug named with the plugin
+            err = exc if isinstance(exc, UserError) else plugin_bug(resolved, "params_from_state_dict", exc)
+            raise UserError.at(source, None, UserError.at(checkpoint, None, err)) from None
         known = comp.params.model_fields
         merged.update({k: v for k, v in inferred.items() if k in known})
     merged.update(file_params or {})
@@ -77,7 +75,7 @@ def load_weights(
         raise UserError.at(source, None, exc) from None
     except Exception as exc:  # noqa: BLE001 - a plugin's bug, named with the component and the file
         raise UserError.at(source, None, f"generator {comp.name!r}: convert_state_dict() failed "
-                                         f"({type(exc).__name__}: {exc})") from None
+                                         f"({one_line(exc, named=True)})") from None
     own = module.state_dict()
     for key, value in converted.items():
         if key in own and own[key].shape != value.shape:
@@ -94,8 +92,21 @@ def load_weights(
         raise UserError.at(source, None, f"checkpoint does not fit {comp.name!r}: " + ", ".join(parts))
 
 
-def plugin_bug(resolved: Resolved, what: str, exc: BaseException) -> str:
-    return f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed ({type(exc).__name__}: {exc})"
+def plugin_bug(resolved: Resolved, what: str, exc: BaseException) -> UserError:
+    """A plugin's hook that raised something other than a :class:`UserError`: one line naming the plugin."""
+    return UserError(f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed "
+                     f"({one_line(exc, named=True)})")
+
+
+def find_component(registry: PluginRegistry, kind: Any, name: str, source: str, field: str | None) -> Resolved:
+    """``registry.get(kind, name)``; a mistake is located at ``source`` and ``field`` (one in a registry file
+    names that file, :class:`~restorekit.registry.RegistryError`)."""
+    try:
+        return registry.get(kind, name)
+    except RegistryError:
+        raise
+    except UserError as exc:
+        raise UserError.at(source, field, exc) from None
 
 
 def build_network(plan: "NetworkPlan", device: torch.device | None = None) -> nn.Module:

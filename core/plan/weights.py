@@ -18,9 +18,8 @@ from ..catalogue import ModelEntry, check_component, check_loaded, fetch, load_c
 from ..checkpoint import read_state_dict, restorekit_metadata
 from ..components import GeneratorComponent
 from ..errors import UserError
-from ..errors import where as locate
-from ..registry import PluginRegistry, RegistryError, Resolved
-from .networks import detect_generator, generator_params, load_weights
+from ..registry import PluginRegistry, Resolved
+from .networks import detect_generator, find_component, generator_params, load_weights
 
 
 @dataclass(frozen=True)
@@ -63,23 +62,18 @@ def resolve_generator(
     one line at ``source: where.<field>`` (``file_field``: the checkpoint's field, None: ``where`` itself);
     ``catalogue``: the entries (default: every known one)."""
 
-    def at(field: str | None, message: str) -> UserError:
-        return UserError.at(source, f"{where}.{field}" if where and field else where, message)
+    def field_of(name: str | None) -> str | None:
+        return f"{where}.{name}" if where and name else where
 
-    def get(name: str, field: str) -> Resolved:
-        try:
-            return registry.get("generator", name)
-        except RegistryError:
-            raise  # the mistake is in a registry file, which the message names
-        except UserError as exc:
-            raise at(field, str(exc)) from None
+    def at(name: str | None, message: str) -> UserError:
+        return UserError.at(source, field_of(name), message)
 
     entry: ModelEntry | None = None
     params = dict(params or {})
     weights_field = file_field
     if model is not None:
         entries = catalogue if catalogue is not None else load_catalogue(registry=registry)
-        entry = lookup(model, entries, where=locate(source, f"{where}.model" if where else None, ""))
+        entry = lookup(model, entries, source=source, field=field_of("model"))
         if component is not None and component != entry.component:
             raise at("component", f"{component!r}, but model {entry.name!r} is a {entry.component!r} network")
         if entry.component not in registry.names("generator"):  # before downloading anything
@@ -108,7 +102,8 @@ def resolve_generator(
             raise at("component", "give a component, a catalogue model or a checkpoint")
         resolved = detect_generator(registry, header, str(path))
     else:
-        resolved = get(component, "component" if entry is None else "model")
+        resolved = find_component(registry, "generator", component, source,
+                                  field_of("component" if entry is None else "model"))
     parsed = generator_params(resolved, params=params, preset=preset, state_dict=header, file_params=file_params,
                               source=source, where=f"{where}.params" if where else "params", checkpoint=path)
     return ResolvedGenerator(resolved, parsed, path, entry)
@@ -130,7 +125,7 @@ def build_generator(gen: ResolvedGenerator, *, strict: bool = True,
         try:
             sub = module.get_submodule(name)
         except AttributeError:
-            raise UserError(f"{where}.init_submodules: {comp.name!r} has no sub-module {name!r}") from None
+            raise UserError.at(None, f"{where}.init_submodules", f"{comp.name!r} has no sub-module {name!r}") from None
         part_path = part.weights()
         assert part_path is not None
         load_weights(sub, part.component, part.params, read_state_dict(part_path), strict=True, source=str(part_path))

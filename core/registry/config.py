@@ -99,13 +99,13 @@ def packaged_registry_path() -> Path:
 
 def read_registry_config(path: Path, *, source: str | None = None) -> RegistryConfig:
     """A registry file; its settings remember ``source`` (default: the path) as their origin."""
-    from ..spec import format_validation_error, read_toml
+    from ..spec import read_toml, validation_error
 
     data = read_toml(path, "registry file")
     try:
         config = RegistryConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, str(path), model=RegistryConfig)) from None
+        raise validation_error(exc, str(path), model=RegistryConfig) from None
     return config.with_source(source or str(path))
 
 

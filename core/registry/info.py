@@ -30,12 +30,6 @@ class Resolved:
 
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(exc).__name__}: {msg}"[:300]
-
-
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     from ..spec import did_you_mean
 

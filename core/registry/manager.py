@@ -22,9 +22,9 @@ from ..components import (
     LossComponent,
     ValidatorComponent,
 )
-from ..errors import PluginWarning, where
+from ..errors import PluginWarning, one_line, where
 from .config import PACKAGED, RegistryConfig, RegistryError, default_registry_config
-from .info import PluginInfo, Resolved, did_you_mean, one_line
+from .info import PluginInfo, Resolved, did_you_mean
 from .resolve import resolve
 
 GROUP = "restorekit.plugins"
@@ -110,7 +110,7 @@ class PluginRegistry:
             try:
                 obj = ep.load()
             except Exception as exc:  # noqa: BLE001 - isolate any failure of a plugin's import
-                info.status, info.reason = "broken", f"import failed: {one_line(exc)}"
+                info.status, info.reason = "broken", f"import failed: {one_line(exc, named=True)}"
                 reg.plugins[name] = info
                 continue
             reg._register(obj, info)
@@ -147,14 +147,14 @@ class PluginRegistry:
         try:
             self.pm.register(obj, name=info.name)
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors, duplicate names
-            info.status, info.reason = "broken", f"invalid hooks: {one_line(exc)}"
+            info.status, info.reason = "broken", f"invalid hooks: {one_line(exc, named=True)}"
             self.plugins[info.name] = info
             return
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(name=info.name)
-            info.status, info.reason = "broken", f"unknown hook: {one_line(exc)}"
+            info.status, info.reason = "broken", f"unknown hook: {one_line(exc, named=True)}"
         self.plugins[info.name] = info
 
     # -- collecting components -------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class PluginRegistry:
             try:
                 results = self.pm.subset_hook_caller(hook, remove_plugins=others)()
             except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
-                info.status, info.reason = "broken", f"{hook} failed: {one_line(exc)}"
+                info.status, info.reason = "broken", f"{hook} failed: {one_line(exc, named=True)}"
                 continue
             yield info, results[0] if results else None
 
@@ -186,7 +186,7 @@ class PluginRegistry:
                 try:
                     comps = self._check_components(kind, result)
                 except Exception as exc:  # noqa: BLE001 - a broken hook breaks only its plugin
-                    info.status, info.reason = "broken", f"{hook} failed: {one_line(exc)}"
+                    info.status, info.reason = "broken", f"{hook} failed: {one_line(exc, named=True)}"
                     continue
                 for comp in comps:
                     self._components[kind].setdefault(comp.name, []).append(
@@ -269,7 +269,7 @@ class PluginRegistry:
         self._failed_once.add(key)
         self.warn(
             f"plugin {resolved.plugin!r}: {resolved.kind} {resolved.component.name!r} {what}() failed on {source} "
-            f"({one_line(exc)}); skipped"
+            f"({one_line(exc, named=True)}); skipped"
         )
 
     def generators(self) -> list[Resolved]:

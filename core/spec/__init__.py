@@ -27,12 +27,12 @@ from .inference import FLOW_MODES, InferMode, InferSpec, TileSpec
 from .loading import (
     apply_overrides,
     did_you_mean,
-    format_validation_error,
     load_spec,
     parse_override,
     read_toml,
     resolve_paths,
     spec_from_dict,
+    validation_error,
 )
 from .models import CorruptSpec, DataSpec, DatasetSpec, NetworkSpec, Range, RunSpec, UnfreezeSpec, ValidatorSpec
 from .pipeline import PipelineSpec
@@ -72,7 +72,6 @@ __all__ = [
     "apply_overrides",
     "check_names",
     "did_you_mean",
-    "format_validation_error",
     "json_schema",
     "load_spec",
     "parse_override",
@@ -80,4 +79,5 @@ __all__ = [
     "reference_markdown",
     "resolve_paths",
     "spec_from_dict",
+    "validation_error",
 ]

@@ -12,7 +12,6 @@ from typing import Any, Mapping, Sequence
 from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
-from ..errors import where as locate
 from .models import DatasetSpec
 from .pipeline import PipelineSpec
 
@@ -55,14 +54,12 @@ def _walk_dicts(loc: tuple[Any, ...], model: type[BaseModel]) -> type[BaseModel]
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def format_validation_error(
+def validation_error(
     exc: ValidationError, source: str, prefix: str = "", model: type[BaseModel] | None = None
-) -> str:
-    """One line for the first error: ``file: dotted.path: message``; unknown keys get a suggestion."""
+) -> UserError:
+    """The first error at ``source`` and its dotted path (after ``prefix``); unknown keys get a suggestion."""
     err = exc.errors(include_url=False)[0]
     loc = tuple(err.get("loc", ()))
-    path = ".".join(str(p) for p in loc)
-    where = ".".join(p for p in (prefix, path) if p)
     msg = err.get("msg", "invalid value")
     if err.get("type") == "extra_forbidden" and loc:
         owner = _walk_dicts(loc, model) if model is not None else None
@@ -70,21 +67,20 @@ def format_validation_error(
         msg = f"unknown field{hint}"
     elif "input" in err and err.get("type") not in ("missing",) and not isinstance(err["input"], (dict, list)):
         msg = f"{msg} (got {err['input']!r})"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    msg = msg.removeprefix("Value error, ")
     extra = len(exc.errors()) - 1
     more = f" [+{extra} more error{'s' if extra > 1 else ''}]" if extra > 0 else ""
-    return locate(source, where, f"{msg}{more}")
+    return UserError.at(source, ".".join(str(p) for p in (prefix, *loc) if p != ""), f"{msg}{more}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (['a','b','c'], value parsed as a TOML literal, else as a plain string)."""
     if "=" not in item:
-        raise UserError(f"--set {item}: expected dotted.key=value")
+        raise UserError.at(None, f"--set {item}", "expected dotted.key=value")
     key, raw = item.split("=", 1)
     parts = [p.strip() for p in key.strip().split(".")]
     if not all(parts):
-        raise UserError(f"--set {item}: empty key part")
+        raise UserError.at(None, f"--set {item}", "empty key part")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -106,7 +102,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
             if not isinstance(nxt, dict):
-                raise UserError(f"--set {item}: {p} is not a table")
+                raise UserError.at(None, f"--set {item}", f"{p} is not a table")
             node = nxt
         node[parts[-1]] = value
         if len(parts) == 3 and parts[0] == "networks" and parts[2] in _EXCLUSIVE_WEIGHTS:
@@ -117,14 +113,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
     """The tables of a TOML file (pipeline, registry, catalogue); a missing or broken one is one line naming it."""
     if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
+        raise UserError.at(path, None, f"{what} not found")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: TOML syntax error: {exc}") from None
+        raise UserError.at(path, None, f"TOML syntax error: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
+        raise UserError.at(path, None, f"cannot read ({exc})") from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> PipelineSpec:
@@ -143,7 +139,7 @@ def spec_from_dict(
     try:
         spec = PipelineSpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source, model=PipelineSpec)) from None
+        raise validation_error(exc, source, model=PipelineSpec) from None
     return resolve_paths(spec, base_dir) if base_dir is not None else spec
 
 

@@ -130,8 +130,6 @@ class Trainer:
         skipped: list[tuple[Path, str]] = []
         if candidates is None:
             refuse_earlier_run(self.out, self.source)
-            if self.cfg.resume == "auto" and self.ctx.main:
-                print(f"train.resume = 'auto': no checkpoint in {self.out / CHECKPOINTS}, starting fresh", file=sys.stderr)
         removed = (clean_temporaries(self.out / CHECKPOINTS, all_stale=holds_lock(self.out))
                    if self.ctx.main else [])
         if candidates is not None:
@@ -143,6 +141,8 @@ class Trainer:
             self.out, enabled=self.ctx.main, tensorboard=self.cfg.tensorboard,
             resume_step=self.state.step if resume is not None else None,
         )
+        if candidates is None and self.cfg.resume == "auto":
+            self.log.console(f"train.resume = 'auto': no checkpoint in {self.out / CHECKPOINTS}, starting fresh")
         if removed:
             self.log.console(f"removed {len(removed)} temporary checkpoint folder(s) left by interrupted runs: "
                              + ", ".join(d.name for d in removed))

@@ -26,7 +26,7 @@ from ..checkpoint import (
     save_generator,
     write_checkpoint_dir,
 )
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..files import write_text
 from ..runtime import DistContext, seed_everything
 from .logging import METRICS_FILE
@@ -124,7 +124,7 @@ def read_checkpoint(c: Checkpointed, folder: Path) -> CheckpointData:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UnreadableCheckpoint(f"{meta_path}: unreadable ({_one_line(exc)})") from None
+        raise UnreadableCheckpoint(f"{meta_path}: unreadable ({one_line(exc)})") from None
     if not isinstance(meta, dict):
         raise UnreadableCheckpoint(f"{meta_path}: not a JSON object")
     state = safe_torch_load(folder / STATE_FILE)
@@ -234,11 +234,6 @@ def refuse_earlier_run(out: Path, source: str) -> None:
             f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}) and no checkpoint to resume; choose "
             "another output_dir, or move those files away"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text or type(exc).__name__)[:200]
 
 
 __all__ = ["CheckpointData", "Checkpointed", "apply_checkpoint", "read_checkpoint", "refuse_earlier_run",

@@ -3,35 +3,21 @@ own checks live in :mod:`restorekit.spec` and :mod:`restorekit.plan`, so ``--dry
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, located
 from ..perf import fused_optimizer, lean_training
 from ..plan import ComponentPlan, NetworkPlan, StepPlan, build_network
 from ..runtime import amp_dtype
 
 
-@contextlib.contextmanager
-def naming(source: str, where: str) -> Iterator[None]:
-    """Put the file and the spec field in front of a :class:`UserError` raised inside (unless it has them)."""
-    try:
-        yield
-    except UserError as exc:
-        if str(exc).startswith(f"{source}: "):
-            raise
-        raise UserError.at(source, where, exc) from None
-
-
 def build_component(comp: ComponentPlan, source: str, where: str, *args: Any) -> Any:
     """``comp.build(*args)``; a :class:`UserError` it raises gets the file and field in front."""
-    try:
+    with located(source, where):
         return comp.build(*args)
-    except UserError as exc:
-        raise UserError.at(source, where, exc) from None
 
 
 def build_trained_network(net_plan: NetworkPlan, device: torch.device, gradient_checkpointing: bool) -> nn.Module:
@@ -73,4 +59,4 @@ def make_optimizers(steps: list[StepPlan], networks: Mapping[str, nn.Module]) ->
     return out
 
 
-__all__ = ["amp_dtype", "build_component", "build_trained_network", "geometry", "make_optimizers", "naming"]
+__all__ = ["amp_dtype", "build_component", "build_trained_network", "geometry", "make_optimizers"]

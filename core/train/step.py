@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..errors import located
 from ..nested import map_tensors
 from ..plan import StepPlan
 from ..runtime import DistContext, NetworkView, broadcast_from_rank0
@@ -18,7 +19,6 @@ from ..spec import TrainSpec
 from .freeze import excluded_params
 from .logging import RunLog, Totals
 from .schedules import active
-from .setup import naming
 from .state import EMA, TrainingState
 
 
@@ -86,11 +86,11 @@ class StepRunner:
                             stack.enter_context(v.ddp.no_sync())
                 with self.autocast():
                     for c, inj in injectors:
-                        with naming(self.source, f"steps.{sp.name}.injectors.{c.name}"):
+                        with located(self.source, f"steps.{sp.name}.injectors.{c.name}"):
                             state.update(inj(state, step))
                     total: Tensor | None = None
                     for c, fn in losses:
-                        with naming(self.source, f"steps.{sp.name}.losses.{c.name}"):
+                        with located(self.source, f"steps.{sp.name}.losses.{c.name}"):
                             value = fn(state)
                         values[f"loss/{c.name}"] += float(value.detach().float()) / n_micro
                         term = value.float() * float(c.spec.weight)

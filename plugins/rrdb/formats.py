@@ -243,7 +243,7 @@ def _check(params: RRDBParams, facts: Mapping[str, int]) -> None:
     )
     for name, what in simple:
         if facts[name] != getattr(params, name):
-            raise UserError(f"{name}: checkpoint has {facts[name]} {what}, params say {getattr(params, name)}")
+            raise UserError.at(None, name, f"checkpoint has {facts[name]} {what}, params say {getattr(params, name)}")
     factor = 4 // params.scale if params.pixel_unshuffle else 1
     want_up = 2 if params.pixel_unshuffle else params.scale.bit_length() - 1
     want_in = params.in_nc * factor**2

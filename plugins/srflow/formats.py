@@ -119,7 +119,7 @@ def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
 
 def _check(params: SRFlowParams, name: str, file_value: Any, what: str) -> None:
     if getattr(params, name) != file_value:
-        raise UserError(f"{name}: checkpoint has {what.format(file_value)}, params say {getattr(params, name)}")
+        raise UserError.at(None, name, f"checkpoint has {what.format(file_value)}, params say {getattr(params, name)}")
 
 
 def convert_state_dict(sd: StateDict, params: SRFlowParams) -> dict[str, Tensor]:

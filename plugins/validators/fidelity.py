@@ -90,8 +90,7 @@ class _FidelityValidator(ScoringValidator):
         try:
             return super().__call__(model, samples, ctx)
         except UserError as exc:
-            text = str(exc)
-            raise UserError(text if text.startswith(f"{self.metric}:") else f"{self.metric}: {text}") from None
+            raise UserError.at(self.metric, None, exc) from None
 
     def score(self, item: SRSamples, ctx: ValidationContext) -> dict[str, float]:
         crop = self.params.crop_border if self.params.crop_border is not None else ctx.scale
@@ -101,18 +100,15 @@ class _FidelityValidator(ScoringValidator):
     def _measure(self, sample: Sample, sr: Tensor, crop: int) -> float:
         hq = sample.hq
         if sr.shape[0] != hq.shape[0] or sr.shape[1] != hq.shape[1]:
-            raise UserError(
-                f"{self.metric}: sample {sample.name!r}: SR has shape {tuple(sr.shape)}, HQ {tuple(hq.shape)}"
-            )
+            raise UserError.at(self.metric, f"sample {sample.name!r}",
+                               f"SR has shape {tuple(sr.shape)}, HQ {tuple(hq.shape)}")
         if sr.shape[-2:] != hq.shape[-2:]:
-            raise UserError(
-                f"{self.metric}: sample {sample.name!r}: SR is {sr.shape[-2]}x{sr.shape[-1]} but HQ is "
-                f"{hq.shape[-2]}x{hq.shape[-1]} (crop HQ to a multiple of the scale)"
-            )
+            raise UserError.at(self.metric, f"sample {sample.name!r}", f"SR is {sr.shape[-2]}x{sr.shape[-1]} but HQ "
+                               f"is {hq.shape[-2]}x{hq.shape[-1]} (crop HQ to a multiple of the scale)")
         try:
             values = [self.compare(_to_hwc(s), _to_hwc(h), crop) for s, h in zip(sr, hq)]
         except ValueError as exc:
-            raise UserError(f"{self.metric}: sample {sample.name!r}: {exc}") from None
+            raise UserError.at(self.metric, f"sample {sample.name!r}", exc) from None
         return float(np.mean(values))
 
     def compare(self, sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:

@@ -40,7 +40,7 @@ def crop_to_multiple(who: str, sample: Sample, multiple: int, scale: int) -> tup
     lq, hq = sample.lq, sample.hq
     h, w = (lq.shape[-2] // multiple) * multiple, (lq.shape[-1] // multiple) * multiple
     if h == 0 or w == 0:
-        raise UserError(f"{who}: {sample.name}: LQ of {lq.shape[-2]}x{lq.shape[-1]} is smaller than {multiple} pixels")
+        raise UserError.at(who, sample.name, f"LQ of {lq.shape[-2]}x{lq.shape[-1]} is smaller than {multiple} pixels")
     return lq[..., :h, :w], hq[..., : h * scale, : w * scale]
 
 

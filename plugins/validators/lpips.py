@@ -108,8 +108,8 @@ MIN_SIDE = 31
 
 def check_size(who: str, name: str, gt: Tensor) -> None:
     if min(gt.shape[-2:]) < MIN_SIDE:
-        raise UserError(f"{who}: {name}: {gt.shape[-2]}x{gt.shape[-1]} is smaller than the {MIN_SIDE} pixels LPIPS's "
-                        "AlexNet needs (use distance = 'l1' or larger images)")
+        raise UserError.at(who, name, f"{gt.shape[-2]}x{gt.shape[-1]} is smaller than the {MIN_SIDE} pixels "
+                           "LPIPS's AlexNet needs (use distance = 'l1' or larger images)")
 
 
 def trunk_path() -> Path:
@@ -137,7 +137,7 @@ def _read(path: Path, what: str) -> dict[str, Tensor]:
     try:
         return dict(read_state_dict(path))
     except UserError as exc:
-        raise UserError(f"{what}: {exc}") from None
+        raise UserError.at(what, None, exc) from None
     except Exception as exc:  # an unreadable or foreign file
         raise UserError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
 
@@ -172,19 +172,19 @@ def load_lpips(trunk: Path | None = None, linear: Path | None = None, *, who: st
     t = Path(trunk) if trunk is not None else trunk_path()
     if not t.is_file():
         if trunk is None:
-            raise UserError(f"{who}: the AlexNet weights were not found: put torchvision's {TRUNK_FILE} in "
-                            f"{t.parent} (or set params.trunk)")
-        raise UserError(f"{who}: params.trunk: {t} does not exist")
+            raise UserError.at(who, None, f"the AlexNet weights were not found: put torchvision's {TRUNK_FILE} "
+                               f"in {t.parent} (or set params.trunk)")
+        raise UserError.at(who, "params.trunk", f"{t} does not exist")
     lin = Path(linear) if linear is not None else linear_path()
     if lin is None:
-        raise UserError(f"{who}: the LPIPS v0.1 linear layers (alex.pth) were not found: install them with "
-                        f"pip install 'restorekit[lpips]' (the lpips package ships them), or set params.linear")
+        raise UserError.at(who, None, "the LPIPS v0.1 linear layers (alex.pth) were not found: install them with "
+                           "pip install 'restorekit[lpips]' (the lpips package ships them), or set params.linear")
     if not lin.is_file():
-        raise UserError(f"{who}: params.linear: {lin} does not exist")
+        raise UserError.at(who, "params.linear", f"{lin} does not exist")
     try:
         return _load(t.resolve(), lin.resolve())
     except UserError as exc:  # the messages name the file; the caller's name goes first
-        raise UserError(f"{who}: {exc}") from None
+        raise UserError.at(who, None, exc) from None
 
 
 class LPIPSParams(Params):

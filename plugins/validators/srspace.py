@@ -34,16 +34,16 @@ def ntire_crop(metric: str, item: SRSamples, multiple: int) -> tuple[Tensor, lis
     gt = to_uint8(item.hq)
     h, w = (gt.shape[-2] // multiple) * multiple, (gt.shape[-1] // multiple) * multiple
     if h == 0 or w == 0:
-        raise UserError(f"{metric}: {item.name}: the ground truth ({gt.shape[-2]}x{gt.shape[-1]}) is smaller than "
-                        f"{multiple} pixels")
+        raise UserError.at(metric, item.name, f"the ground truth ({gt.shape[-2]}x{gt.shape[-1]}) is smaller "
+                           f"than {multiple} pixels")
     gt = gt[:, :h, :w]
     srs = []
     for i, sr in enumerate(item.srs):
         s = to_uint8(sr)
         if s.shape[0] != gt.shape[0] or s.shape[-2] < h or s.shape[-1] < w:
-            raise UserError(f"{metric}: {item.name}: output {i} is {s.shape[-2]}x{s.shape[-1]} with {s.shape[0]} "
-                            f"channels, the ground truth {h}x{w} with {gt.shape[0]} (after cropping to a multiple "
-                            f"of {multiple})")
+            raise UserError.at(metric, item.name, f"output {i} is {s.shape[-2]}x{s.shape[-1]} with {s.shape[0]} "
+                               f"channels, the ground truth {h}x{w} with {gt.shape[0]} (after cropping to a multiple "
+                               f"of {multiple})")
         srs.append(s[:, :h, :w])
     return gt, srs
 
@@ -85,8 +85,8 @@ class LRPSNR(ScoringValidator):
             lr = to_uint8(item.lq)
             h, w = math.ceil(gt.shape[-2] / scale), math.ceil(gt.shape[-1] / scale)
             if lr.shape[-2] < h or lr.shape[-1] < w:
-                raise UserError(f"{self.key}: {item.name}: the LR input is {lr.shape[-2]}x{lr.shape[-1]}, not "
-                                f"1/{scale} of the ground truth ({gt.shape[-2]}x{gt.shape[-1]})")
+                raise UserError.at(self.key, item.name, f"the LR input is {lr.shape[-2]}x{lr.shape[-1]}, not "
+                                   f"1/{scale} of the ground truth ({gt.shape[-2]}x{gt.shape[-1]})")
             ref = lr[:, :h, :w]
         values = [psnr_uint8(imresize_uint8(sr, 1.0 / scale), ref) if finite(o) else math.nan
                   for sr, o in zip(srs, item.srs)]

@@ -78,7 +78,7 @@ def convert_state_dict(sd: StateDict, params: HCFlowParams) -> dict[str, Any]:
     want = params.arch_kwargs()
     for name, value in found.items():
         if want.get(name) != value:
-            raise UserError(f"{name}: checkpoint has {value}, params say {want.get(name)}")
+            raise UserError.at(None, name, f"checkpoint has {value}, params say {want.get(name)}")
     return dict(sd)
 
 
