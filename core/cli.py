@@ -230,9 +230,9 @@ _HINTS = {
 }
 
 
-def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def _check_flags(args: argparse.Namespace, parser: CommandParser) -> None:
     """A flag that does nothing in the chosen mode is a mistake (one line), not something to ignore silently."""
-    given = [a for a in parser._actions if a.dest != "help" and getattr(args, a.dest, None) != a.default]
+    given = [a for a in parser.actions if a.dest != "help" and getattr(args, a.dest, None) != a.default]
     mode = next((m for m in _MODES if any(a.dest == m for a in given)), None)
     if mode is None:
         return
@@ -267,7 +267,7 @@ def _listing(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) ->
     return 0
 
 
-def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _main(args: argparse.Namespace, parser: CommandParser) -> int:
     if args.version:
         from . import __version__
 
