@@ -11,9 +11,7 @@ Public API: :class:`SRFlowNet` (``encode`` / ``decode`` / ``conditional_features
 :func:`gaussian_logp`, :func:`sum_per_sample`, :func:`latent_batch`, …).
 """
 
-from .arch import Encoded, FlowUpsamplerNet, LevelCond, SRFlowArch, geometry_error, latent_batch
-from .formats import convert_state_dict, detect, params_from_state_dict
-from .latents import (
+from restorekit import (  # the flow-agnostic latent tools, next to the network for SRFlow users
     interpolate_latents,
     latent_norm,
     normalize_latents,
@@ -23,6 +21,9 @@ from .latents import (
     transfer_latents,
     zeros_like_latents,
 )
+
+from .arch import Encoded, FlowUpsamplerNet, LevelCond, SRFlowArch, geometry_error, latent_batch
+from .formats import convert_state_dict, detect, params_from_state_dict
 from .layers import (
     ActNorm,
     CondAffineCoupling,
