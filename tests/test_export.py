@@ -140,6 +140,15 @@ def test_srflow_fixture_sampling_graph_and_tiny_encode_graph_round_trip_as_pt2(t
     assert max(rel(a, b) for a, b in zip(got, want)) <= 1e-4
 
 
+def test_only_the_decoding_graphs_hold_the_1x1_inverses() -> None:
+    model = srflow_tiny()
+    steps = len([m for m in model.modules() if type(m).__name__ == "InvConv1x1"])
+    held = {kind: [n for n, _ in model.export_graph(kind).module.flow.named_buffers(recurse=False)]
+            for kind in ("sample", "mean", "encode")}
+    assert len(held["sample"]) == len(held["mean"]) == steps > 0
+    assert all(n.startswith("inverse_") for n in held["sample"] + held["mean"]) and held["encode"] == []
+
+
 def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
     tiny = srflow_tiny()
     ckpt = tmp_path / "tiny.safetensors"

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,35 @@ def test_wrong_sizes_are_one_line_errors() -> None:
         net.encode(torch.rand(1, 3, 20, 20), torch.rand(1, 3, 4, 4))
     with pytest.raises(UserError, match="latent 0 has shape"):
         net.decode(torch.rand(1, 3, 4, 4), [torch.zeros(1, 6, 4, 4), torch.zeros(1, 21, 4, 4)])
+
+
+def test_a_fresh_network_has_the_reference_initialisation() -> None:
+    """hcflow-architecture.md §8 on the layers shared with SRFlow and RRDB: 1×1 rotations from numpy's generator (a
+    run's seed fixes them), Xavier-normal × 0.1 dense-block and coupling convolutions (RRDB's own are Kaiming), zero
+    convolutions at zero; the flow steps' ActNorms initialise from a training-mode encode, never from a decode."""
+    params = hc.HCFlowParams(steps_per_level=2, cond_steps_per_level=[1, 1], main_coupling_hidden=32,
+                             cond_coupling_hidden=32, cond_rrdb_blocks=[1, 1], cond_features=32, cond_growth=32)
+    nets = []
+    for seed in (0, 0):
+        np.random.seed(seed)
+        nets.append(hc.build_hcflow(params))
+    net = nets[0]
+    for name, w in net.named_parameters():
+        if name.endswith("permute.weight"):
+            assert torch.equal(w, nets[1].get_parameter(name))
+            assert torch.allclose(w @ w.T, torch.eye(len(w)), atol=1e-5)
+    zero_convs = [m for m in net.modules() if type(m).__name__ == "ZeroConv2d"]
+    assert zero_convs and not any(p.any() for m in zero_convs for p in m.parameters())
+    for kind in ("RDB1.conv1", "RDB3.conv5", "affine.f.conv1", "affine.f.conv2"):
+        ws = [m.weight.detach() for n, m in net.named_modules() if n.endswith(kind)]  # each / its Xavier std × 0.1
+        unit = torch.cat([(w / (0.1 * math.sqrt(2.0 / ((w.shape[0] + w.shape[1]) * w[0, 0].numel())))).flatten()
+                          for w in ws])
+        assert unit.std().item() == pytest.approx(1.0, rel=0.1), kind
+    steps = [m for m in net.modules() if isinstance(m, hc.ActNorm)]
+    lr = torch.rand(1, 3, 4, 4)
+    net.train()
+    with torch.no_grad():
+        net.decode(lr, temperature=0.5, generator=torch.Generator().manual_seed(0))
+        assert steps and not any(m.initialized for m in steps)
+        net.encode(torch.rand(1, 3, 16, 16), lr)
+    assert all(m.initialized for m in steps)

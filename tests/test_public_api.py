@@ -1,8 +1,10 @@
-"""The public API plugins live on: everything a plugin needs is exported from ``restorekit`` itself."""
+"""The public API plugins live on: everything a plugin needs is exported from ``restorekit`` itself (or from another
+plugin's package, ``__all__`` only: HCFlow builds on SRFlow's and RRDB's layers)."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -22,25 +24,31 @@ def plugin_modules() -> list[Path]:
 
 def private_imports(path: Path, root: Path = ROOT) -> list[str]:
     """``restorekit.<submodule>`` imports in a file (``import restorekit.x``, ``from restorekit.x import y``,
-    ``from restorekit import x`` where ``x`` is a submodule rather than an exported name)."""
+    ``from restorekit import x`` where ``x`` is a submodule rather than an exported name), and the same for another
+    plugin's package (``restorekit_srflow.layers``, or a name not in ``restorekit_srflow.__all__``)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [f"import {a.name}" for a in node.names if a.name.startswith("restorekit.")]
+            found += [f"import {a.name}" for a in node.names if a.name.startswith("restorekit") and "." in a.name]
         elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
-            if node.module.startswith("restorekit."):
+            if node.module.startswith("restorekit") and "." in node.module:
                 found.append(f"from {node.module} import ...")
-            elif node.module == "restorekit":
-                found += [f"from restorekit import {a.name}" for a in node.names if a.name not in restorekit.__all__]
+            elif node.module.startswith("restorekit"):
+                public = importlib.import_module(node.module).__all__
+                found += [f"from {node.module} import {a.name}" for a in node.names if a.name not in public]
     return [f"{path.relative_to(root)}:{x}" for x in found]
 
 
 def test_the_check_sees_private_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import restorekit.spec\nfrom restorekit.components import Params\n"
-                   "from restorekit import latents, Params\nfrom restorekit_rrdb import RRDBNet\n")
+                   "from restorekit import latents, Params\nfrom restorekit_rrdb import RRDBNet\n"
+                   "import restorekit_srflow.layers\nfrom restorekit_srflow.layers import ActNorm\n"
+                   "from restorekit_srflow import ActNorm, layers\n")
     found = [x.split(":", 1)[1] for x in private_imports(bad, tmp_path)]
-    assert found == ["import restorekit.spec", "from restorekit.components import ...", "from restorekit import latents"]
+    assert found == ["import restorekit.spec", "from restorekit.components import ...", "from restorekit import latents",
+                     "import restorekit_srflow.layers", "from restorekit_srflow.layers import ...",
+                     "from restorekit_srflow import layers"]
 
 
 @pytest.mark.parametrize("path", plugin_modules(), ids=lambda p: str(p.relative_to(ROOT)))

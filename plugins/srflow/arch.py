@@ -73,6 +73,22 @@ def geometry_error(scale: int, L: int, fea_up0: bool, fea_up_minus1: bool) -> st
     return None
 
 
+def latent_batch(flow: str, order: str, latents: Sequence[Tensor], shapes: Sequence[Sequence[int]], lr: Tensor) -> int:
+    """The batch of ``latents`` given to ``flow``'s decode, checked against the per-level ``shapes`` (``order``: which
+    level comes first) and the LR's batch (1, or the same); a ValueError naming the wrong latent otherwise."""
+    if len(latents) != len(shapes):
+        raise ValueError(f"{flow}: decode needs {len(shapes)} latents ({order}), got {len(latents)}")
+    batch = int(latents[-1].shape[0])
+    for i, (lat, shape) in enumerate(zip(latents, shapes)):
+        if tuple(lat.shape[1:]) != tuple(shape) or lat.shape[0] != batch:
+            raise ValueError(
+                f"{flow}: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
+            )
+    if lr.shape[0] not in (1, batch):
+        raise ValueError(f"{flow}: LR batch {lr.shape[0]} does not match latent batch {batch}")
+    return batch
+
+
 class Encoded(NamedTuple):
     """What :meth:`SRFlowArch.encode` returns (the fields of ``restorekit.EncodeResult``)."""
 
@@ -506,18 +522,8 @@ class SRFlowArch(nn.Module):
             cond = self._fp32_cond(lr, cond, b)
             with torch.autocast(lr.device.type, enabled=False):
                 return self.decode(lr.float(), latents, temperature, generator, cond=cond, return_logdet=return_logdet)
-        shapes = self.latent_shapes(lr.shape)
         latents = list(latents) if latents is not None else self.sample_latents(lr, temperature, generator)
-        if len(latents) != len(shapes):
-            raise ValueError(f"srflow: decode needs {len(shapes)} latents (top z last), got {len(latents)}")
-        batch = int(latents[-1].shape[0])
-        for i, (lat, shape) in enumerate(zip(latents, shapes)):
-            if tuple(lat.shape[1:]) != shape or lat.shape[0] != batch:
-                raise ValueError(
-                    f"srflow: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
-                )
-        if lr.shape[0] not in (1, batch):
-            raise ValueError(f"srflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
+        batch = latent_batch("srflow", "top z last", latents, self.latent_shapes(lr.shape), lr)
         z = latents[-1].to(lr)
         eps_list = [e.to(lr) for e in latents[:-1]]
         cond = self._cond_for(lr, cond, batch)

@@ -6,8 +6,9 @@
 * ``encode``: ``(hr, lr) → (z0, …, zN)``, the latents of ``encode(hr, lr)`` (no dequantisation noise).
 
 The graphs run the plain path (no factored conditional maps, no folded ActNorms, no cached terms) on a copy of the
-network. Every invertible 1×1 convolution's inverse is computed once here, in float64 as ``InvConv1x1`` computes it,
-and kept as a buffer: the graph holds it as a constant (ONNX has no matrix inverse). No log-determinant is computed.
+network. The decoding graphs compute every invertible 1×1 convolution's inverse once here, in float64 as
+``InvConv1x1`` computes it, and keep it as a buffer: the graph holds it as a constant (ONNX has no matrix inverse);
+the encode graph convolves with the weights themselves and holds no inverse. No log-determinant is computed.
 """
 
 from __future__ import annotations
@@ -42,18 +43,16 @@ def _plain_copy(net: SRFlowArch) -> SRFlowArch:
 
 
 class _Flow(nn.Module):
-    """The network's flow with its 1×1 inverses as constants: the shared part of the three graphs."""
+    """The network's flow, the shared part of the three graphs; ``decoding``: with its 1×1 inverses as constants."""
 
-    def __init__(self, net: SRFlowArch) -> None:
+    def __init__(self, net: SRFlowArch, decoding: bool) -> None:
         super().__init__()
         self.net = _plain_copy(net)
         for index, layer in enumerate(self.net.flowUpsamplerNet.layers):
-            if isinstance(layer, FlowStep):
-                w = layer.invconv.weight.detach()
-                c = int(w.shape[0])
-                inv = torch.linalg.inv(w.double()).to(w.dtype)
+            if decoding and isinstance(layer, FlowStep):
+                c = int(layer.invconv.weight.shape[0])
+                inv = layer.invconv.inverse_and_logabsdet()[0].detach()
                 self.register_buffer(f"inverse_{index}", inv.view(c, c, 1, 1).clone())
-                self.register_buffer(f"kernel_{index}", w.view(c, c, 1, 1).clone())
 
     def decode(self, lr: Tensor, latents: list[Tensor]) -> Tensor:
         net = self.net
@@ -86,7 +85,7 @@ class _Flow(nn.Module):
         for index, (layer, level) in enumerate(zip(net.flowUpsamplerNet.layers, net.flowUpsamplerNet.level_of)):
             if isinstance(layer, FlowStep):
                 x, _ = layer.actnorm(x, None)
-                x = F.conv2d(x, getattr(self, f"kernel_{index}"))
+                x, _ = layer.invconv(x, None)
                 if layer.affine is not None:
                     terms = layer.affine.cond_terms(cond.map_for(level), logdet=False)
                     x, _ = layer.affine(x, None, None, terms=terms)
@@ -105,7 +104,7 @@ class SampleGraph(nn.Module):
 
     def __init__(self, net: SRFlowArch) -> None:
         super().__init__()
-        self.flow = _Flow(net)
+        self.flow = _Flow(net, decoding=True)
 
     def forward(self, lr: Tensor, *latents: Tensor) -> Tensor:
         return self.flow.decode(lr, list(latents))
@@ -116,7 +115,7 @@ class MeanGraph(nn.Module):
 
     def __init__(self, net: SRFlowArch) -> None:
         super().__init__()
-        self.flow = _Flow(net)
+        self.flow = _Flow(net, decoding=True)
         shapes = net.latent_shapes((1, 1, 2**net.L, 2**net.L))  # per LR pixel: level l has scale / 2^l
         self.levels = [(int(c), int(h), 2**net.L) for c, h, _ in shapes]
 
@@ -131,7 +130,7 @@ class EncodeGraph(nn.Module):
 
     def __init__(self, net: SRFlowArch) -> None:
         super().__init__()
-        self.flow = _Flow(net)
+        self.flow = _Flow(net, decoding=False)
 
     def forward(self, hr: Tensor, lr: Tensor) -> tuple[Tensor, ...]:
         return tuple(self.flow.encode(hr, lr))

@@ -69,6 +69,9 @@ class ActNorm(nn.Module):
     * evaluation mode never initialises.
     """
 
+    init_on_decode: bool = True
+    """Whether a training-mode decode initialises it too (SRFlow); HCFlow's ActNorms initialise on encode only."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
@@ -98,7 +101,7 @@ class ActNorm(nn.Module):
     def forward(
         self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        if self.training and not self.initialized:
+        if self.training and not self.initialized and (self.init_on_decode or not reverse):
             self.initialize(x)
         if reverse:
             y = x * torch.exp(-self.logs) - self.bias
@@ -127,16 +130,22 @@ class InvConv1x1(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        q, _ = torch.linalg.qr(torch.randn(channels, channels))
-        self.weight = nn.Parameter(q)
+        self.weight = nn.Parameter(self.initial_weight(channels))
         self._cache_key: tuple[Any, ...] | None = None
         self._cache: tuple[Tensor, Tensor] | None = None
 
+    @staticmethod
+    def initial_weight(channels: int) -> Tensor:
+        """A random rotation: the Q of the QR decomposition of a standard-normal matrix."""
+        return torch.linalg.qr(torch.randn(channels, channels))[0]
+
+    @staticmethod
+    def logabsdet(w: Tensor) -> Tensor:
+        """``ln|det w|``, computed in float64, in ``w``'s dtype."""
+        return torch.linalg.slogdet(w.double())[1].to(w.dtype)
+
     def _compute(self) -> tuple[Tensor, Tensor]:
-        w64 = self.weight.double()
-        inv = torch.linalg.inv(w64).to(self.weight.dtype)
-        logabsdet = torch.linalg.slogdet(w64)[1].to(self.weight.dtype)
-        return inv, logabsdet
+        return torch.linalg.inv(self.weight.double()).to(self.weight.dtype), self.logabsdet(self.weight)
 
     def inverse_and_logabsdet(self) -> tuple[Tensor, Tensor]:
         """``(W⁻¹, ln|det W|)``; cached while no gradient can flow to the weight."""
@@ -155,7 +164,7 @@ class InvConv1x1(nn.Module):
         w = self.weight
         if _no_weight_grad(w):
             return self.inverse_and_logabsdet()[1]
-        return torch.linalg.slogdet(w.double())[1].to(w.dtype)
+        return self.logabsdet(w)
 
     def forward(
         self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False

@@ -4,22 +4,13 @@
 Public API: :class:`HCFlowNet` (``encode`` / ``encode_full`` / ``decode`` / ``conditional_features`` /
 ``latent_shapes`` / ``forward``; the plain architecture is :class:`HCFlowArch`), its params model and factory
 (:class:`HCFlowParams`, :func:`build_hcflow`, :data:`PRESETS`), the checkpoint functions (:func:`detect`,
-:func:`params_from_state_dict`, :func:`convert_state_dict`) and the flow layers.
+:func:`params_from_state_dict`, :func:`convert_state_dict`) and the flow layers (HCFlow's own, and the ones it takes
+from ``restorekit_srflow`` with HCFlow's reference initialisation: :class:`ActNorm`, :class:`InvConv1x1`).
 """
 
 from .arch import LR_LOGSCALE, CondFlow, Encoded, HCFlowArch, HCFlowFlow, cond_input_channels, level_channels
 from .formats import convert_state_dict, detect, params_from_state_dict
-from .layers import (
-    ActNorm,
-    AffineCoupling,
-    FlowStep,
-    InvConv1x1,
-    Squeeze,
-    ZeroConv,
-    gaussian_logp,
-    squeeze2,
-    unsqueeze2,
-)
+from .layers import ActNorm, AffineCoupling, FlowStep, InvConv1x1, Split, gaussian_logp
 from .model import HCFlowNet
 from .params import PRESETS, HCFlowParams, build_hcflow
 
@@ -36,8 +27,7 @@ __all__ = [
     "HCFlowNet",
     "HCFlowParams",
     "InvConv1x1",
-    "Squeeze",
-    "ZeroConv",
+    "Split",
     "build_hcflow",
     "cond_input_channels",
     "convert_state_dict",
@@ -45,6 +35,4 @@ __all__ = [
     "gaussian_logp",
     "level_channels",
     "params_from_state_dict",
-    "squeeze2",
-    "unsqueeze2",
 ]

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
+from restorekit_srflow import latent_batch
 from torch import Tensor, nn
 
-from .layers import RRDB, FlowStep, Split, Squeeze, ZeroConv, gaussian_logp, interleaved_split, sum_per_sample
+from .layers import RRDB, FlowStep, Split, Squeeze, ZeroConv2d, gaussian_logp, interleaved_split, scaled_xavier_
 
 LR_LOGSCALE = -6.0
 """Log-sigma of the Gaussian that ties the flow's quantised LR estimate to the given LR (a stand-in for a Dirac)."""
@@ -39,6 +40,30 @@ def level_channels(levels: int) -> tuple[list[int], list[int], list[int]]:
     return channels, keep, latent
 
 
+def level_steps(
+    scale: int, steps_per_level: int | Sequence[int], cond_steps_per_level: Sequence[int] | None,
+    cond_rrdb_blocks: Sequence[int],
+) -> tuple[list[int], list[int]]:
+    """Flow steps and conditional steps per level (one int: the same at every level; no conditional steps: half of
+    each level's, as the published models); a ValueError naming the field when the geometry does not fit ``scale``
+    (the check of both :class:`HCFlowArch` and ``HCFlowParams``)."""
+    if scale not in (4, 8):
+        raise ValueError(f"scale: must be 4 or 8 (the official wirings), got {scale}")
+    levels = {4: 2, 8: 3}[scale]
+    steps = [steps_per_level] * levels if isinstance(steps_per_level, int) else list(steps_per_level)
+    if len(steps) != levels or any(k < 1 for k in steps):
+        raise ValueError(f"steps_per_level: scale {scale} needs {levels} positive values, got {steps}")
+    cond = [k // 2 for k in steps] if cond_steps_per_level is None else list(cond_steps_per_level)
+    if len(cond) != levels or any(not 0 <= c <= k for c, k in zip(cond, steps)):
+        raise ValueError(
+            f"cond_steps_per_level: scale {scale} needs {levels} values between 0 and steps_per_level {steps}, "
+            f"got {cond}"
+        )
+    if len(cond_rrdb_blocks) != 2 or any(b < 0 for b in cond_rrdb_blocks):
+        raise ValueError(f"cond_rrdb_blocks must be [trunk0, trunk1] (two counts >= 0), got {list(cond_rrdb_blocks)}")
+    return steps, cond
+
+
 def cond_input_channels(levels: int, nf: int) -> list[int]:
     """Input width of each level's conditional-feature extractor: kept channels + 2nf per coarser level."""
     _, keep, _ = level_channels(levels)
@@ -51,11 +76,11 @@ class CondFlow(nn.Module):
     def __init__(self, c_in: int, latent: int, steps: int, hidden: int, nf: int, gc: int, blocks: Sequence[int]):
         super().__init__()
         self.conv_first = nn.Conv2d(c_in, nf, 3, padding=1)
-        self.RRDB_trunk0 = nn.Sequential(*[RRDB(nf, gc) for _ in range(blocks[0])])
-        self.RRDB_trunk1 = nn.Sequential(*[RRDB(nf, gc) for _ in range(blocks[1])])
+        self.RRDB_trunk0 = scaled_xavier_(nn.Sequential(*[RRDB(nf=nf, gc=gc) for _ in range(blocks[0])]))
+        self.RRDB_trunk1 = scaled_xavier_(nn.Sequential(*[RRDB(nf=nf, gc=gc) for _ in range(blocks[1])]))
         self.trunk_conv1 = nn.Conv2d(nf, nf, 3, padding=1)
         self.additional_flow_steps = nn.ModuleList([FlowStep(latent, hidden, 2 * nf) for _ in range(steps)])
-        self.f = ZeroConv(2 * nf, 2 * latent)
+        self.f = ZeroConv2d(2 * nf, 2 * latent)
 
     def features(self, u: Tensor) -> Tensor:
         """F = [f1, trunk_conv1(trunk1(f1)) + f0] with f0 = conv_first(u), f1 = trunk0(f0): 2nf channels."""
@@ -158,7 +183,7 @@ class HCFlowArch(nn.Module):
         self,
         scale: int = 4,
         steps_per_level: int | Sequence[int] = 26,
-        cond_steps_per_level: Sequence[int] = (13, 13),
+        cond_steps_per_level: Sequence[int] | None = None,
         main_coupling_hidden: int = 64,
         cond_coupling_hidden: int = 64,
         cond_rrdb_blocks: Sequence[int] = (7, 7),
@@ -167,19 +192,9 @@ class HCFlowArch(nn.Module):
         quant: int = 64,
     ) -> None:
         super().__init__()
-        if scale not in (4, 8):
-            raise ValueError(f"hcflow: scale must be 4 or 8 (the official wirings), got {scale}")
-        levels = int(round(math.log2(scale)))
-        steps = [steps_per_level] * levels if isinstance(steps_per_level, int) else list(steps_per_level)
-        cond_steps = list(cond_steps_per_level)
-        if len(steps) != levels or len(cond_steps) != levels:
-            raise ValueError(f"hcflow: scale {scale} has {levels} levels; steps_per_level and cond_steps_per_level "
-                             f"must give one value per level, got {steps} and {cond_steps}")
+        steps, cond_steps = level_steps(scale, steps_per_level, cond_steps_per_level, cond_rrdb_blocks)
+        levels = len(steps)
         main = [k - c for k, c in zip(steps, cond_steps)]
-        if any(m < 0 for m in main) or any(c < 0 for c in cond_steps):
-            raise ValueError(f"hcflow: cond_steps_per_level {cond_steps} exceeds steps_per_level {steps}")
-        if len(cond_rrdb_blocks) != 2:
-            raise ValueError(f"hcflow: cond_rrdb_blocks must be [trunk0, trunk1], got {list(cond_rrdb_blocks)}")
         self.arch_params: dict[str, Any] = {
             "scale": scale, "steps_per_level": steps, "cond_steps_per_level": cond_steps,
             "main_coupling_hidden": main_coupling_hidden, "cond_coupling_hidden": cond_coupling_hidden,
@@ -298,17 +313,7 @@ class HCFlowArch(nn.Module):
         :meth:`conditional_features` of this ``lr``.
         """
         self._check_sizes(lr)
-        shapes = self.latent_shapes(lr.shape)
-        if len(latents) != len(shapes):
-            raise ValueError(f"hcflow: decode needs {len(shapes)} latents (finest level first), got {len(latents)}")
-        batch = int(latents[0].shape[0])
-        for i, (lat, shape) in enumerate(zip(latents, shapes)):
-            if tuple(lat.shape[1:]) != shape or lat.shape[0] != batch:
-                raise ValueError(
-                    f"hcflow: latent {i} has shape {tuple(lat.shape)}, expected ({batch}, {', '.join(map(str, shape))})"
-                )
-        if lr.shape[0] not in (1, batch):
-            raise ValueError(f"hcflow: LR batch {lr.shape[0]} does not match latent batch {batch}")
+        batch = latent_batch("hcflow", "finest level first", latents, self.latent_shapes(lr.shape), lr)
         if cond is None and lr.shape[0] != batch:  # B latent sets for one LR: its features once, not B times
             cond = self.conditional_features(lr)
         x = lr.expand(batch, -1, -1, -1) if lr.shape[0] != batch else lr
@@ -330,4 +335,7 @@ class HCFlowArch(nn.Module):
         return x.clamp(0, 1) if clamp else x
 
 
-__all__ = ["LR_LOGSCALE", "CondFlow", "Encoded", "HCFlowArch", "HCFlowFlow", "cond_input_channels", "level_channels"]
+__all__ = [
+    "LR_LOGSCALE", "CondFlow", "Encoded", "HCFlowArch", "HCFlowFlow", "cond_input_channels", "level_channels",
+    "level_steps",
+]

@@ -1,29 +1,29 @@
 """HCFlow's building blocks (``docs/hcflow.md``; the prose spec is ``hcflow-architecture.md`` §3).
 
+The generic ones come from the public API of restorekit's own plugins (both shipped in the ``restorekit``
+distribution): ActNorm, the invertible 1×1 convolution, squeeze, the convolutions of the coupling network and the
+Gaussian log-density from ``restorekit_srflow``, the residual-in-residual dense block from ``restorekit_rrdb``. Where
+HCFlow's reference differs, a subclass or an initialiser here says how. What is HCFlow's own: the split, the
+atan-scaled affine coupling and its network, the flow step.
+
 Every flow layer takes and returns ``(x, logdet)``; ``logdet`` is a (B,) tensor or None (not tracked). Parameter
 names follow the official state dict, so a published checkpoint loads without renaming.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import restorekit_srflow as srflow
 import torch
 import torch.nn.functional as F
+from restorekit_rrdb import RRDB
+from restorekit_srflow import Conv2dActNorm, Squeeze, ZeroConv2d, sum_per_sample
 from torch import Tensor, nn
-
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def sum_per_sample(x: Tensor) -> Tensor:
-    """Sum over every dimension but the batch: (B, ...) → (B,)."""
-    return x.reshape(x.shape[0], -1).sum(1)
 
 
 def gaussian_logp(x: Tensor, mean: Tensor, logs: Tensor) -> Tensor:
     """Per-sample log-density of a diagonal Gaussian N(mean, exp(logs)²) at ``x``: (B,)."""
-    return sum_per_sample(-0.5 * (2.0 * logs + (x - mean) ** 2 * torch.exp(-2.0 * logs) + LOG_2PI))
+    return sum_per_sample(srflow.gaussian_logp(x, mean, logs))
 
 
 def half_split(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -37,21 +37,16 @@ def interleaved_split(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[:, 0::2], x[:, 1::2]
 
 
-def squeeze2(x: Tensor) -> Tensor:
-    """(B, C, H, W) → (B, 4C, H/2, W/2) with ``out[:, 4c + 2i + j] = in[:, c, i::2, j::2]`` (pixel unshuffle)."""
-    return F.pixel_unshuffle(x, 2)
-
-
-def unsqueeze2(x: Tensor) -> Tensor:
-    """The inverse of :func:`squeeze2` (pixel shuffle)."""
-    return F.pixel_shuffle(x, 2)
-
-
-class Squeeze(nn.Module):
-    """A parameter-free entry of ``flow.layers`` (factor 2, log-det 0)."""
-
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
-        return (unsqueeze2(x) if reverse else squeeze2(x)), logdet
+def scaled_xavier_(module: nn.Module) -> nn.Module:
+    """HCFlow's initialisation (§8) of every convolution in ``module``: weights Xavier-normal × 0.1, biases 0."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            nn.init.xavier_normal_(conv.weight)
+            with torch.no_grad():
+                conv.weight.mul_(0.1)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+    return module
 
 
 class Split(nn.Module):
@@ -66,88 +61,24 @@ class Split(nn.Module):
         return x[:, : self.keep], x[:, self.keep :]
 
 
-class ActNorm(nn.Module):
-    """Per-channel ``(x + bias) · exp(logs)``; data-initialised on the first training-mode call (§3.2).
+class ActNorm(srflow.ActNorm):
+    """SRFlow's ActNorm (§3.2), initialised from data by a training-mode encode only, as HCFlow's reference."""
 
-    ``initialized`` is a plain attribute (the official state dict has no buffers); loading a state dict sets it.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.initialized = False
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(*args, **kwargs)
-        self.initialized = True
-
-    @torch.no_grad()
-    def _data_init(self, x: Tensor) -> None:
-        if bool((self.bias != 0).any()):
-            self.initialized = True
-            return
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True).sqrt()
-        self.bias.copy_(-mean)
-        self.logs.copy_(torch.log(1.0 / (std + 1e-6)))
-        self.initialized = True
-
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
-        if self.training and not self.initialized and not reverse:
-            self._data_init(x.detach())
-        term = None if logdet is None else logdet.new_tensor(0) + self.logs.sum() * (x.shape[2] * x.shape[3])
-        if reverse:
-            x = x * torch.exp(-self.logs) - self.bias
-            return x, None if logdet is None else logdet - term
-        x = (x + self.bias) * torch.exp(self.logs)
-        return x, None if logdet is None else logdet + term
+    init_on_decode = False
 
 
-class InvConv1x1(nn.Module):
-    """Invertible 1×1 convolution with a plain (C, C) matrix (no LU); init: Q of a QR of a normal matrix."""
+class InvConv1x1(srflow.InvConv1x1):
+    """SRFlow's invertible 1×1 convolution (its inverse cached) with HCFlow's reference numbers (§3.3): ``ln|det W|``
+    in float32, and the initial rotation drawn from numpy's generator (which restorekit seeds with the run)."""
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
+    @staticmethod
+    def initial_weight(channels: int) -> Tensor:
         q, _ = np.linalg.qr(np.random.randn(channels, channels))
-        self.weight = nn.Parameter(torch.from_numpy(q.astype(np.float32)))
+        return torch.from_numpy(q.astype(np.float32))
 
-    def forward(self, x: Tensor, logdet: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor | None]:
-        c = self.weight.shape[0]
-        if logdet is not None:
-            term = torch.linalg.slogdet(self.weight.float())[1].to(logdet) * (x.shape[2] * x.shape[3])
-            logdet = logdet - term if reverse else logdet + term
-        w = torch.linalg.inv(self.weight.double()).to(self.weight.dtype) if reverse else self.weight
-        return F.conv2d(x, w.reshape(c, c, 1, 1)), logdet
-
-
-class ZeroConv(nn.Module):
-    """3×3 convolution whose output is scaled by ``exp(3 · logs)`` per channel; all zeros at init."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(c_out, c_in, 3, 3))
-        self.bias = nn.Parameter(torch.zeros(c_out))
-        self.logs = nn.Parameter(torch.zeros(c_out, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, padding=1) * torch.exp(3.0 * self.logs)
-
-
-class ConvActNorm(nn.Module):
-    """A bias-free convolution followed by an ActNorm (which adds nothing to any log-det)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
-        nn.init.xavier_normal_(self.weight)
-        with torch.no_grad():
-            self.weight.mul_(0.1)
-        self.actnorm = ActNorm(c_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.conv2d(x, self.weight, padding=self.weight.shape[-1] // 2)
-        return self.actnorm(x)[0]
+    @staticmethod
+    def logabsdet(w: Tensor) -> Tensor:
+        return torch.linalg.slogdet(w.float())[1].to(w.dtype)
 
 
 class FCN(nn.Module):
@@ -155,9 +86,9 @@ class FCN(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, hidden: int) -> None:
         super().__init__()
-        self.conv1 = ConvActNorm(c_in, hidden, 3)
-        self.conv2 = ConvActNorm(hidden, hidden, 1)
-        self.conv3 = ZeroConv(hidden, c_out)
+        self.conv1 = scaled_xavier_(Conv2dActNorm(c_in, hidden, 3))
+        self.conv2 = scaled_xavier_(Conv2dActNorm(hidden, hidden, 1))
+        self.conv3 = ZeroConv2d(hidden, c_out)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
@@ -208,61 +139,20 @@ class FlowStep(nn.Module):
         return self.affine(x, logdet, False, cond)
 
 
-def _scaled_xavier(conv: nn.Conv2d) -> nn.Conv2d:
-    nn.init.xavier_normal_(conv.weight)
-    with torch.no_grad():
-        conv.weight.mul_(0.1)
-        assert conv.bias is not None
-        conv.bias.zero_()
-    return conv
-
-
-class RDB(nn.Module):
-    """Residual dense block: five 3×3 convolutions on the growing concatenation, ``0.2 · x5 + x``."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        for i in range(4):
-            setattr(self, f"conv{i + 1}", _scaled_xavier(nn.Conv2d(nf + i * gc, gc, 3, padding=1)))
-        self.conv5 = _scaled_xavier(nn.Conv2d(nf + 4 * gc, nf, 3, padding=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        feats = [x]
-        for i in range(4):
-            conv = getattr(self, f"conv{i + 1}")
-            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
-        return 0.2 * self.conv5(torch.cat(feats, 1)) + x
-
-
-class RRDB(nn.Module):
-    """Three RDBs and a scaled residual: ``0.2 · RDB3(RDB2(RDB1(x))) + x``."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.RDB1 = RDB(nf, gc)
-        self.RDB2 = RDB(nf, gc)
-        self.RDB3 = RDB(nf, gc)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 0.2 * self.RDB3(self.RDB2(self.RDB1(x))) + x
-
-
 __all__ = [
     "FCN",
-    "RDB",
     "RRDB",
     "ActNorm",
     "AffineCoupling",
-    "ConvActNorm",
+    "Conv2dActNorm",
     "FlowStep",
     "InvConv1x1",
     "Split",
     "Squeeze",
-    "ZeroConv",
+    "ZeroConv2d",
     "gaussian_logp",
     "half_split",
     "interleaved_split",
-    "squeeze2",
+    "scaled_xavier_",
     "sum_per_sample",
-    "unsqueeze2",
 ]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from restorekit import PresetParams
 
+from .arch import level_steps
 from .model import HCFlowNet
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -53,36 +54,16 @@ class HCFlowParams(PresetParams):
 
     @model_validator(mode="after")
     def _check(self) -> "HCFlowParams":
-        levels = {4: 2, 8: 3}[self.scale]
-        steps = [self.steps_per_level] * levels if isinstance(self.steps_per_level, int) else self.steps_per_level
-        if len(steps) != levels or any(k < 1 for k in steps):
-            raise ValueError(f"steps_per_level: scale {self.scale} needs {levels} positive values, got {steps}")
-        cond = self.cond_steps_per_level if self.cond_steps_per_level is not None else [k // 2 for k in steps]
-        if len(cond) != levels or any(not 0 <= c <= k for c, k in zip(cond, steps)):
-            raise ValueError(
-                f"cond_steps_per_level: scale {self.scale} needs {levels} values between 0 and steps_per_level "
-                f"{steps}, got {cond}"
-            )
-        if len(self.cond_rrdb_blocks) != 2 or any(b < 0 for b in self.cond_rrdb_blocks):
-            raise ValueError(f"cond_rrdb_blocks must be [trunk0, trunk1] (two counts >= 0), got {self.cond_rrdb_blocks}")
+        level_steps(self.scale, self.steps_per_level, self.cond_steps_per_level, self.cond_rrdb_blocks)
         return self
 
     def arch_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`HCFlowNet`, defaults resolved."""
-        levels = {4: 2, 8: 3}[self.scale]
-        steps = [self.steps_per_level] * levels if isinstance(self.steps_per_level, int) else list(self.steps_per_level)
+        steps, cond = level_steps(self.scale, self.steps_per_level, self.cond_steps_per_level, self.cond_rrdb_blocks)
         return {
-            "scale": self.scale,
-            "steps_per_level": steps,
-            "cond_steps_per_level": self.cond_steps_per_level or [k // 2 for k in steps],
-            "main_coupling_hidden": self.main_coupling_hidden,
-            "cond_coupling_hidden": self.cond_coupling_hidden,
-            "cond_rrdb_blocks": list(self.cond_rrdb_blocks),
-            "cond_features": self.cond_features,
-            "cond_growth": self.cond_growth,
+            **self.model_dump(exclude={"preset"}), "steps_per_level": steps, "cond_steps_per_level": cond,
             "quant": self.quant if self.quant is not None else DEFAULT_QUANT[self.scale],
         }
-
 
 
 def build_hcflow(params: HCFlowParams) -> HCFlowNet:
