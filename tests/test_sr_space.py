@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -482,6 +483,27 @@ def test_evaluate_folders_reads_restorekit_names_and_says_what_is_wrong(tmp_path
     # a wrong scale
     code, _, err = evaluate(["--gt", gt, "--sr", sr, "--scale", 3, "--samples", 3], capsys)
     assert code == 2 and "0801.png: cropped to 32x40" in err and "--scale 3" in err
+    # folders listed by the one walker: a missing or empty one is one line naming it
+    (tmp_path / "empty").mkdir()
+    for flags, says in ((["--gt", gt, "--sr", tmp_path / "nowhere"], "--sr: " + str(tmp_path / "nowhere")),
+                        (["--gt", tmp_path / "empty", "--sr", sr], "--gt: " + str(tmp_path / "empty"))):
+        code, _, err = evaluate([*flags, "--scale", 4, "--samples", 3], capsys)
+        assert code == 2 and err.strip().count("\n") == 0 and says in err, err
+    # restorekit names below the folder: a GT in a sub-folder is matched by its relative name
+    nested_gt, nested = tmp_path / "nested_gt", tmp_path / "nested"
+    for src, dst in ((gt / "0801.png", nested_gt / "0801.png"), (gt / "0802.png", nested_gt / "sub" / "0802.png")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    for f in own.glob("*_t0.9_*.png"):
+        dst = nested / ("sub" if f.name.startswith("0802") else "") / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    (nested / ".0802_t0.9_s0_seed0.png").write_bytes(b"")  # hidden: not listed, not matched
+    code, _, err = evaluate(["--gt", nested_gt, "--sr", nested, "--scale", 4, "--samples", 3,
+                             "--json", tmp_path / "d.json"], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert [r["name"] for r in d["per_image"]] == ["0801.png", "sub/0802.png"] and d["mean"] == a
     # flags checked before any scoring, each one line: a bad device, a --json that is a folder, a named LPIPS file
     for extra, says in ((["--device", "bogus"], "--device: 'bogus' is not a device"),
                         (["--json", tmp_path], "is a folder; give a file name"),
