@@ -330,6 +330,39 @@ def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
     assert all(again[k] == pytest.approx(v, rel=1e-9) for k, v in report["metrics"].items())
 
 
+def test_training_validation_and_the_eval_sweep_judge_alike(tmp_path: Path) -> None:
+    """One path feeds validators: training validation at val_temperature with val_samples draws gives the numbers an
+    eval sweep of the saved network gives at that temperature (scorers and a plain validator alike)."""
+    write_val(tmp_path, n=2, size=32)
+    validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"}, "nll": {"component": "nll"},
+                  "div": {"component": "diversity", "params": {"distance": "l1"}}}
+    train = {
+        "run": {"mode": "train", "device": "cpu", "seed": 3, "output_dir": "out"},
+        "networks": {"generator": {"component": "fakeflow"}},
+        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
+        "steps": {"flow": {"networks": ["generator"],
+                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
+                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
+        "train": {"steps": 2, "val_every": 2, "tensorboard": False, "save_generator": ["generator"],
+                  "val_temperature": 0.8, "val_samples": 3},
+        "validators": validators,
+    }
+    (tmp_path / "t.toml").write_text(to_toml(train))
+    assert cli.main([str(tmp_path / "t.toml")], registry=make_registry()) == 0
+    val = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    last = {k: v for k, v in [r for r in val if r.get("kind") == "val"][-1].items() if k not in ("step", "kind")}
+    sweep = {"run": {"mode": "eval", "device": "cpu", "seed": 3, "output_dir": "again"},
+             "networks": {"generator": {"component": "fakeflow", "checkpoint": "out/generator.safetensors"}},
+             "data": {"val": {"hq": "val", "scale": 2}}, "validators": validators,
+             "eval": {"temperatures": [0.0, 0.8], "samples": 3}}
+    (tmp_path / "e.toml").write_text(to_toml(sweep))
+    assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
+    results = json.loads((tmp_path / "again" / "eval.json").read_text())["results"]
+    at = {r["temperature"]: r["metrics"] for r in results}[0.8]
+    assert set(at) == set(last) and "div.diversity_l1" in at
+    assert all(at[k] == pytest.approx(v, rel=1e-9) for k, v in last.items()), (at, last)
+
+
 def test_eval_validators_are_checked_in_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_val(tmp_path, n=1)
     base = {"run": {"mode": "eval", "device": "cpu", "output_dir": "out"},
