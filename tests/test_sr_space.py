@@ -278,6 +278,20 @@ def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, lpips_we
     assert (tmp_path / "out" / "eval_mean.csv").read_text().count("\n") == 3
 
 
+def flow_training(validators: dict[str, Any], seed: int = 0, **train: Any) -> dict[str, Any]:
+    """A 2-step training pipeline of the fake flow on ``val`` (its NLL), validated at step 2, saving the generator."""
+    return {
+        "run": {"mode": "train", "device": "cpu", "seed": seed, "output_dir": "out"},
+        "networks": {"generator": {"component": "fakeflow"}},
+        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
+        "steps": {"flow": {"networks": ["generator"],
+                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
+                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
+        "train": {"steps": 2, "val_every": 2, "tensorboard": False, "save_generator": ["generator"], **train},
+        "validators": validators,
+    }
+
+
 def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """[eval] in train mode: after training, its validators (and only they: not in training validation) judge the
@@ -286,17 +300,7 @@ def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
     validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"},
                   "div": {"component": "diversity", "params": {"distance": "l1"}}}
     sweep = {"validators": ["lr", "div"], "temperatures": [0.0, 0.8], "samples": 3, "seed": 7}
-    data = {
-        "run": {"mode": "train", "device": "cpu", "seed": 0, "output_dir": "out"},
-        "networks": {"generator": {"component": "fakeflow"}},
-        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
-        "steps": {"flow": {"networks": ["generator"],
-                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
-                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
-        "train": {"steps": 2, "val_every": 2, "log_every": 1, "tensorboard": False, "save_generator": ["generator"]},
-        "validators": validators,
-        "eval": sweep,
-    }
+    data = {**flow_training(validators, log_every=1), "eval": sweep}
     (tmp_path / "t.toml").write_text(to_toml(data))
     assert cli.main([str(tmp_path / "t.toml"), "--dry-run"], registry=make_registry()) == 0
     plan_text = capsys.readouterr().out
@@ -336,17 +340,7 @@ def test_training_validation_and_the_eval_sweep_judge_alike(tmp_path: Path) -> N
     write_val(tmp_path, n=2, size=32)
     validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"}, "nll": {"component": "nll"},
                   "div": {"component": "diversity", "params": {"distance": "l1"}}}
-    train = {
-        "run": {"mode": "train", "device": "cpu", "seed": 3, "output_dir": "out"},
-        "networks": {"generator": {"component": "fakeflow"}},
-        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
-        "steps": {"flow": {"networks": ["generator"],
-                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
-                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
-        "train": {"steps": 2, "val_every": 2, "tensorboard": False, "save_generator": ["generator"],
-                  "val_temperature": 0.8, "val_samples": 3},
-        "validators": validators,
-    }
+    train = flow_training(validators, seed=3, val_temperature=0.8, val_samples=3)
     (tmp_path / "t.toml").write_text(to_toml(train))
     assert cli.main([str(tmp_path / "t.toml")], registry=make_registry()) == 0
     val = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
