@@ -72,9 +72,9 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     the one path feeding validators): a :class:`~restorekit.SampleScorer` sees every (temperature, sample) output,
     sample ``i`` drawn with seed ``[eval] seed + i`` (what ``restore-run`` draws); any other validator is called once
     per generator at the first temperature and its numbers appear at every temperature; with several generators, a
-    validator that cannot judge one (nll on a network that is not a flow) is skipped there with a warning. Prints a table per temperature and writes ``eval.json``, ``eval.md``,
-    ``eval_mean.csv``, ``eval_per_image.csv`` and the plots into ``run.output_dir``.
-    """
+    validator that cannot judge one (nll on a network that is not a flow) is skipped there with a warning. Prints a
+    table per temperature and writes ``eval.json``, ``eval.md``, ``eval_mean.csv``, ``eval_per_image.csv`` and the
+    plots into ``run.output_dir``."""
     spec = plan.spec
     if spec.data.val is None or not plan.eval_validators:
         raise UserError.at(plan.source, None, "evaluation needs [data.val] and at least one [validators.<name>]")
