@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from ..data.io import IMAGE_SUFFIXES
+from ..data.find import find_images
 from ..errors import COMMAND_LINE, UserError
 from ..provenance import file_sha256, weights_identity
 from .slots import REPORT_FILES, OutputConfig, Slot
@@ -128,12 +128,12 @@ def ways_on(source: str) -> str:
 
 
 def _images_in(out_dir: Path, protected: set[Path]) -> list[Path]:
-    found = []
-    for p in sorted(out_dir.rglob("*")):
-        if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (*IMAGE_SUFFIXES, ".gif") and p.resolve() not in protected
-                and not (p.parent == out_dir and p.name in REPORT_FILES)):
-            found.append(p)
-    return found
+    """The images of ``out_dir`` (listed by the one walker), but for ``protected`` files and the reports."""
+    try:
+        found = find_images([out_dir], "infer.output_dir")
+    except UserError:  # no image in it
+        return []
+    return [e.path for e in found if e.path.resolve() not in protected and e.name not in REPORT_FILES]
 
 
 def check_existing(out: OutputConfig, items: Iterable["InputItem"], protected: Sequence[Path | None] = ()) -> None:
