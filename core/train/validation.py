@@ -42,16 +42,12 @@ class Validation:
         return geometry(self.networks, network, val.scale, "data.val", self.plan.source)
 
     def samples_for(self, network: str) -> list[Sample]:
-        val = self.plan.spec.data.val
-        assert val is not None
-        scale, multiple = self.scale(network)
-        key = (scale, multiple)
+        key = self.scale(network)  # (scale, size multiple)
         if key not in self.cache:
-            self.cache[key] = [
-                Sample(s.name, s.lq.to(self.device), s.hq.to(self.device))
-                for s in load_val_samples(val, scale=scale, size_multiple=multiple, seed=self.seed,
-                                           where=where(self.plan.source, "data.val", ""))
-            ]
+            val = self.plan.spec.data.val
+            assert val is not None
+            self.cache[key] = [Sample(s.name, s.lq.to(self.device), s.hq.to(self.device)) for s in load_val_samples(
+                val, scale=key[0], size_multiple=key[1], seed=self.seed, where=where(self.plan.source, "data.val", ""))]
         return self.cache[key]
 
     def run(self, eval_model: Callable[[str], nn.Module], step: int) -> dict[str, float]:
