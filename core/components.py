@@ -291,7 +291,7 @@ class SRSamples(NamedTuple):
 @runtime_checkable
 class SampleScorer(Protocol):
     """A validator that judges outputs instead of running the model: ``score(item, ctx)`` returns one image's
-    numbers (the dataset value of each is the mean over images). Evaluation draws the outputs once and hands the
-    same :class:`SRSamples` to every scorer; ``restore-run evaluate`` hands it outputs read from files."""
+    numbers (the dataset value of each is the mean over images). Validation (training, eval) draws the outputs once
+    and hands the same :class:`SRSamples` to every scorer; ``restore-run evaluate`` hands it outputs read from files."""
 
     def score(self, item: SRSamples, ctx: ValidationContext) -> dict[str, float]: ...

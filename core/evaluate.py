@@ -16,13 +16,11 @@ import torch
 from torch import nn
 
 from .files import write_text
-from .components import Sample, SampleScorer, ValidationContext
 from .eval_report import EvalRow, text_tables, write_reports
-from .scoring import mean_rows, sr_sweep
 from .spec import EvalSpec
-from .data.datasets import load_val_samples
-from .errors import UserError, where
+from .errors import UserError
 from .plan import Plan, build_network
+from .train.validation import Validation
 
 
 @dataclass
@@ -36,18 +34,6 @@ class EvalResult:
     metrics: dict[str, float]
     per_image: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rows: list[EvalRow] = field(default_factory=list)
-
-
-def _scale_of(plan: Plan, net: nn.Module, name: str) -> tuple[int, int]:
-    assert plan.spec.data.val is not None
-    want = plan.spec.data.val.scale
-    have = getattr(net, "scale", None)
-    if want is not None and have is not None and int(have) != want:
-        raise UserError.at(plan.source, "data.val.scale", f"{want}, but network {name!r} upscales by {have}")
-    scale = want if want is not None else have
-    if scale is None:
-        raise UserError.at(plan.source, "data.val.scale", f"network {name!r} has no scale; set it here")
-    return int(scale), int(getattr(net, "size_multiple", 1) or 1)
 
 
 def _generators(plan: Plan, networks: dict[str, nn.Module]) -> list[tuple[str, list[Any]]]:
@@ -81,24 +67,24 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     """Run the evaluation validators of ``plan`` (``[eval] validators``, or all) over ``[data.val]``, at every
     ``[eval]`` temperature, on every generator.
 
-    Networks are built from the plan (checkpoints loaded) unless given (after training: the trained ones). A
-    :class:`~restorekit.SampleScorer` validator sees every (temperature, sample) output, drawn image by image by
-    :func:`restorekit.scoring.draw_sweep` (sample ``i`` with seed ``[eval] seed + i``: what ``restore-run`` draws; a
-    flow's conditional features computed once per image for all temperatures); any other validator is called once
-    per generator (``validator(model, samples, ctx)``, ``ctx.temperature`` the first temperature) and its numbers
-    appear at every temperature. Prints a table per temperature and writes ``eval.json``, ``eval.md``,
-    ``eval_mean.csv``, ``eval_per_image.csv`` and the plots into ``run.output_dir``.
-    """
+    Networks are built from the plan (checkpoints loaded) unless given (after training: the trained ones). Each
+    generator is judged by training's :meth:`~restorekit.train.validation.Validation.judge` (its validation set,
+    the one path feeding validators): a :class:`~restorekit.SampleScorer` sees every (temperature, sample) output,
+    sample ``i`` drawn with seed ``[eval] seed + i`` (what ``restore-run`` draws); any other validator is called once
+    per generator at the first temperature and its numbers appear at every temperature; with several generators, a
+    validator that cannot judge one (nll on a network that is not a flow) is skipped there with a warning. Prints a
+    table per temperature and writes ``eval.json``, ``eval.md``, ``eval_mean.csv``, ``eval_per_image.csv`` and the
+    plots into ``run.output_dir``."""
     spec = plan.spec
     if spec.data.val is None or not plan.eval_validators:
         raise UserError.at(plan.source, None, "evaluation needs [data.val] and at least one [validators.<name>]")
     ev = spec.eval or EvalSpec()
     seed = ev.seed if ev.seed is not None else spec.run.seed
-    device = plan.device
     nets: dict[str, nn.Module] = {name: net.eval() for name, net in (networks or {}).items()}  # e.g. just trained
-    cache: dict[tuple[int, int], list[Sample]] = {}
     out_dir = Path(spec.run.output_dir)
-    built = {vplan.name: vplan.build() for vplan in plan.eval_validators}
+    built = {vplan.name: (vplan, vplan.build()) for vplan in plan.eval_validators}
+    # training's Validation: the same validation set, and the one path feeding validators (Validation.judge)
+    validation = Validation(plan, list(built.values()), nets, plan.device, spec.run.seed, out_dir)
     rows: list[EvalRow] = []
     compare = len(ev.generators) > 1
     notes = [f"{ev.samples} sample(s) per image and temperature (one at temperature 0), sample i drawn with seed "
@@ -106,50 +92,21 @@ def evaluate(plan: Plan, networks: dict[str, nn.Module] | None = None) -> EvalRe
     for entry, vplans in _generators(plan, nets):
         net = _network(plan, entry, nets)
         label = Path(entry).name if entry not in plan.networks and Path(entry).is_file() else entry
-        scale, multiple = _scale_of(plan, net, label)
-        if (scale, multiple) not in cache:
-            cache[(scale, multiple)] = [
-                Sample(s.name, s.lq.to(device), s.hq.to(device))
-                for s in load_val_samples(spec.data.val, scale=scale, size_multiple=multiple, seed=spec.run.seed,
-                                           where=where(plan.source, "data.val", ""))
-            ]
-        samples = cache[(scale, multiple)]
 
-        def context(vname: str, t: float) -> ValidationContext:
-            sub = out_dir / "eval" / (f"{_safe(label)}/{vname}" if compare else vname)
-            return ValidationContext(device=device, scale=scale, step=0, output_dir=sub, temperature=t,
-                                     samples=ev.samples, seed=seed)
+        def skip(vname: str, exc: UserError, label: str = label) -> None:  # a comparison goes on without it
+            notes.append(f"{vname} skipped on {label}: {exc}")  # (nll on a network that is not a flow)
+            warnings.warn(f"evaluation: {notes[-1]}", stacklevel=4)
 
-        scorers = [v for v in vplans if isinstance(built[v.name], SampleScorer)]
-        fixed: dict[str, float] = {}
-        fixed_rows: dict[str, list[dict[str, Any]]] = {}
-        with torch.no_grad():
-            for vplan in [v for v in vplans if v not in scorers]:
-                try:
-                    result = built[vplan.name](net, samples, context(vplan.name, ev.temperatures[0]))
-                except UserError as exc:
-                    if not compare:  # one generator: its validators must all work
-                        raise
-                    # a comparison goes on without it (nll on a network that is not a flow)
-                    notes.append(f"{vplan.name} skipped on {label}: {exc}")
-                    warnings.warn(f"evaluation: {notes[-1]}", stacklevel=2)
-                    continue
-                fixed.update({f"{vplan.name}.{k}": float(v) for k, v in result.metrics.items()})
-                fixed_rows[vplan.name] = [dict(r) for r in result.per_image]
-            sweep: dict[float, dict[str, list[dict[str, Any]]]] = {
-                float(t): {v.name: [] for v in scorers} for t in ev.temperatures}
-            if scorers:  # image by image, every temperature (the image's conditional features computed once)
-                for item in sr_sweep(net, samples, ev.temperatures, context("", ev.temperatures[0])):
-                    for vplan in scorers:
-                        sweep[item.temperature][vplan.name].append(
-                            {"name": item.name, **built[vplan.name].score(item, context(vplan.name, item.temperature))})
-            for t in ev.temperatures:
-                per = sweep[float(t)]
-                metrics = {f"{name}.{k}": v for name, r in per.items() for k, v in mean_rows(r).items()}
-                metrics.update(fixed)
-                by_validator = {**per, **fixed_rows}
-                rows.append(EvalRow(label, t, metrics, _merge(by_validator), by_validator))
-    notes.append(f"validation images: {len(next(iter(cache.values())))}")
+        results = validation.judge(net, entry, [built[v.name] for v in vplans], ev.temperatures,
+                                   samples=ev.samples, seed=seed, step=0,
+                                   out=out_dir / "eval" / (_safe(label) if compare else ""),
+                                   skip=skip if compare else None)  # one generator: its validators must all work
+        for t in ev.temperatures:
+            per = results[float(t)]
+            metrics = {f"{name}.{k}": float(v) for name, r in per.items() for k, v in r.metrics.items()}
+            by_validator = {name: [dict(row) for row in r.per_image] for name, r in per.items()}
+            rows.append(EvalRow(label, t, metrics, _merge(by_validator), by_validator))
+    notes.append(f"validation images: {len(next(iter(validation.cache.values())))}")
     print(text_tables(rows))
     metrics = _flat(rows, len(ev.temperatures) > 1, compare)
     first = rows[0].by_validator if rows else {}

@@ -106,6 +106,23 @@ def test_find_images_folders_files_and_globs(folder: Path, tmp_path: Path) -> No
     assert [e.name for e in single] == ["astronaut.png"]
 
 
+def test_the_one_walker_rules(tmp_path: Path) -> None:
+    """The rules training data, inference inputs and ``restore-run evaluate`` share: image suffixes in any case,
+    hidden files and folders skipped, each entry sorted and the entries in the given order, names relative to the
+    folder or the glob's fixed part, an output folder inside an input folder left out."""
+    root = tmp_path / "in"
+    for name in ("b.png", "A.PNG", "sub/c.jpg", "out/old.png", ".hidden.png", ".cache/x.png", "notes.txt"):
+        write_crop(root, name, 8) if name.endswith(("png", "PNG", "jpg")) else (root / name).write_text("x")
+    first = write_crop(tmp_path, "z.png", 8)
+    found = find_images([first, root, root / "b.png"], "infer.inputs", exclude=root / "out")
+    assert [e.name for e in found] == ["z.png", "A.PNG", "b.png", "sub/c.jpg"]
+    assert [e.name for e in find_images([str(tmp_path / "in" / "**" / "*.jpg")], "x")] == ["sub/c.jpg"]
+    assert [e.name for e in find_images([root / ".hidden.png"], "x")] == [".hidden.png"]  # named: taken as named
+    assert "out/old.png" in [e.name for e in find_images([root], "x", exclude=root)]  # the folder itself: kept
+    with pytest.raises(UserError, match=r"^--input: .*notes.txt: not an image file"):
+        find_images([root / "notes.txt"], "--input")
+
+
 def test_empty_folder_is_a_one_line_user_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -116,7 +133,7 @@ def test_empty_folder_is_a_one_line_user_error(tmp_path: Path) -> None:
     assert "data.train.hq" in msg and str(empty) in msg and "\n" not in msg
     with pytest.raises(UserError, match="no such file or folder"):
         find_images([tmp_path / "missing"], "data.val.hq")
-    with pytest.raises(UserError, match="matches no image"):
+    with pytest.raises(UserError, match="no image matches this pattern"):
         find_images([str(tmp_path / "*.png")], "data.val.hq")
 
 

@@ -124,11 +124,15 @@ def test_globs_and_files_and_format(tmp_path: Path, fakes: FakePlugin, capsys) -
     save(d / "a.png", sample_image("astronaut", 16, 16))
     save(d / "b.png", sample_image("coffee", 16, 16))
     save(tmp_path / "c.png", sample_image("chelsea", 16, 16))
-    p = pipeline(tmp_path, {"inputs": ["in/a*.png", "c.png"], "output_dir": "out", "format": "jpg"},
+    save(d / "deep" / "e.png", sample_image("rocket", 16, 16))
+    save(d / ".thumbs" / "e.png", sample_image("rocket", 16, 16))  # hidden: skipped, as in training data
+    p = pipeline(tmp_path, {"inputs": ["in/a*.png", "c.png", "in/**/e.png"], "output_dir": "out", "format": "jpg"},
                  component="bicubic")
     code, _, err = run([p], capsys)
     assert code == 0, err
-    assert sorted(f.name for f in (tmp_path / "out").glob("*.jpg")) == ["a.jpg", "c.jpg"]
+    # a glob's images keep their path below its fixed part, as a folder's do; listed in the order given
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())["written"]
+    assert written == ["a.jpg", "c.jpg", "deep/e.jpg"]
 
 
 def test_flow_sr_is_the_temperature_zero_decode(tmp_path: Path, fakes: FakePlugin, capsys) -> None:
@@ -408,8 +412,8 @@ def test_torchrun_ranks_shard_the_inputs(tmp_path: Path, images: Path, fakes: Fa
 
 BAD = [
     ({"inputs": ["missing"]}, "fakeflow", "infer.inputs: ", "no such file or folder"),
-    ({"inputs": ["empty"]}, "fakeflow", "infer.inputs: ", "no images in this folder"),
-    ({"inputs": ["in/*.jpg"]}, "fakeflow", "infer.inputs: ", "no image matches"),
+    ({"inputs": ["empty"]}, "fakeflow", "infer.inputs: ", "no images found in this folder"),
+    ({"inputs": ["in/*.jpg"]}, "fakeflow", "infer.inputs: ", "no image matches this pattern"),
     ({"inputs": ["in"], "output_dir": "in"}, "bicubic", "infer.output_dir: output", "would overwrite the input"),
     ({"inputs": ["in"], "mode": "latent_transfer"}, "fakeflow", "infer.reference", "needs a reference"),
     ({"inputs": ["in"], "mode": "latent_transfer", "reference": "nope.png"}, "fakeflow", "infer.reference", "not found"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,20 @@ def test_eval_sweep_writes_tables_json_csv_md_and_plots(tmp_path: Path, lpips_we
     assert (tmp_path / "out" / "eval_mean.csv").read_text().count("\n") == 3
 
 
+def flow_training(validators: dict[str, Any], seed: int = 0, **train: Any) -> dict[str, Any]:
+    """A 2-step training pipeline of the fake flow on ``val`` (its NLL), validated at step 2, saving the generator."""
+    return {
+        "run": {"mode": "train", "device": "cpu", "seed": seed, "output_dir": "out"},
+        "networks": {"generator": {"component": "fakeflow"}},
+        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
+        "steps": {"flow": {"networks": ["generator"],
+                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
+                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
+        "train": {"steps": 2, "val_every": 2, "tensorboard": False, "save_generator": ["generator"], **train},
+        "validators": validators,
+    }
+
+
 def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """[eval] in train mode: after training, its validators (and only they: not in training validation) judge the
@@ -285,17 +300,7 @@ def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
     validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"},
                   "div": {"component": "diversity", "params": {"distance": "l1"}}}
     sweep = {"validators": ["lr", "div"], "temperatures": [0.0, 0.8], "samples": 3, "seed": 7}
-    data = {
-        "run": {"mode": "train", "device": "cpu", "seed": 0, "output_dir": "out"},
-        "networks": {"generator": {"component": "fakeflow"}},
-        "data": {"train": {"hq": "val", "target_size": 16, "batch_size": 2}, "val": {"hq": "val", "scale": 2}},
-        "steps": {"flow": {"networks": ["generator"],
-                           "injectors": {"enc": {"component": "generator", "params": {"mode": "encode"}}},
-                           "losses": {"nll": {"component": "direct", "params": {"key": "nll"}}}}},
-        "train": {"steps": 2, "val_every": 2, "log_every": 1, "tensorboard": False, "save_generator": ["generator"]},
-        "validators": validators,
-        "eval": sweep,
-    }
+    data = {**flow_training(validators, log_every=1), "eval": sweep}
     (tmp_path / "t.toml").write_text(to_toml(data))
     assert cli.main([str(tmp_path / "t.toml"), "--dry-run"], registry=make_registry()) == 0
     plan_text = capsys.readouterr().out
@@ -327,6 +332,29 @@ def test_train_mode_runs_the_eval_sweep_on_the_trained_network(tmp_path: Path,
     again = json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"]
     assert again.keys() == report["metrics"].keys()
     assert all(again[k] == pytest.approx(v, rel=1e-9) for k, v in report["metrics"].items())
+
+
+def test_training_validation_and_the_eval_sweep_judge_alike(tmp_path: Path) -> None:
+    """One path feeds validators: training validation at val_temperature with val_samples draws gives the numbers an
+    eval sweep of the saved network gives at that temperature (scorers and a plain validator alike)."""
+    write_val(tmp_path, n=2, size=32)
+    validators = {"psnr": {"component": "psnr"}, "lr": {"component": "lr_psnr"}, "nll": {"component": "nll"},
+                  "div": {"component": "diversity", "params": {"distance": "l1"}}}
+    train = flow_training(validators, seed=3, val_temperature=0.8, val_samples=3)
+    (tmp_path / "t.toml").write_text(to_toml(train))
+    assert cli.main([str(tmp_path / "t.toml")], registry=make_registry()) == 0
+    val = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    last = {k: v for k, v in [r for r in val if r.get("kind") == "val"][-1].items() if k not in ("step", "kind")}
+    sweep = {"run": {"mode": "eval", "device": "cpu", "seed": 3, "output_dir": "again"},
+             "networks": {"generator": {"component": "fakeflow", "checkpoint": "out/generator.safetensors"}},
+             "data": {"val": {"hq": "val", "scale": 2}}, "validators": validators,
+             "eval": {"temperatures": [0.0, 0.8], "samples": 3}}
+    (tmp_path / "e.toml").write_text(to_toml(sweep))
+    assert cli.main([str(tmp_path / "e.toml")], registry=make_registry()) == 0
+    results = json.loads((tmp_path / "again" / "eval.json").read_text())["results"]
+    at = {r["temperature"]: r["metrics"] for r in results}[0.8]
+    assert set(at) == set(last) and "div.diversity_l1" in at
+    assert all(at[k] == pytest.approx(v, rel=1e-9) for k, v in last.items()), (at, last)
 
 
 def test_eval_validators_are_checked_in_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -482,6 +510,27 @@ def test_evaluate_folders_reads_restorekit_names_and_says_what_is_wrong(tmp_path
     # a wrong scale
     code, _, err = evaluate(["--gt", gt, "--sr", sr, "--scale", 3, "--samples", 3], capsys)
     assert code == 2 and "0801.png: cropped to 32x40" in err and "--scale 3" in err
+    # folders listed by the one walker: a missing or empty one is one line naming it
+    (tmp_path / "empty").mkdir()
+    for flags, says in ((["--gt", gt, "--sr", tmp_path / "nowhere"], "--sr: " + str(tmp_path / "nowhere")),
+                        (["--gt", tmp_path / "empty", "--sr", sr], "--gt: " + str(tmp_path / "empty"))):
+        code, _, err = evaluate([*flags, "--scale", 4, "--samples", 3], capsys)
+        assert code == 2 and err.strip().count("\n") == 0 and says in err, err
+    # restorekit names below the folder: a GT in a sub-folder is matched by its relative name
+    nested_gt, nested = tmp_path / "nested_gt", tmp_path / "nested"
+    for src, dst in ((gt / "0801.png", nested_gt / "0801.png"), (gt / "0802.png", nested_gt / "sub" / "0802.png")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    for f in own.glob("*_t0.9_*.png"):
+        dst = nested / ("sub" if f.name.startswith("0802") else "") / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    (nested / ".0802_t0.9_s0_seed0.png").write_bytes(b"")  # hidden: not listed, not matched
+    code, _, err = evaluate(["--gt", nested_gt, "--sr", nested, "--scale", 4, "--samples", 3,
+                             "--json", tmp_path / "d.json"], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert [r["name"] for r in d["per_image"]] == ["0801.png", "sub/0802.png"] and d["mean"] == a
     # flags checked before any scoring, each one line: a bad device, a --json that is a folder, a named LPIPS file
     for extra, says in ((["--device", "bogus"], "--device: 'bogus' is not a device"),
                         (["--json", tmp_path], "is a folder; give a file name"),

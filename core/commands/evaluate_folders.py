@@ -1,9 +1,11 @@
 """``restore-run evaluate --gt DIR --sr DIR --scale 4 --samples N [--json FILE]``: score a folder of SR outputs
 against a ground-truth folder with the NTIRE 2021 "Learning the SR space" protocol, no pipeline file.
 
-The ground-truth images are taken in sorted order. Outputs are found by NTIRE's names (``{index:06d}_sample{i:05d}.png``
-with ``index`` the position of the GT file, ``{index:06d}.png`` for one sample) or by restorekit's (``<stem>.png``,
-or ``<stem>_t<T>_s<i>_seed<S>.png`` from ``restore-run``'s sample mode; ``--temperature`` picks one temperature).
+Both folders are listed as every input is (:mod:`restorekit.data.find`); the ground-truth images are taken in
+sorted order. Outputs are found by NTIRE's names (``{index:06d}_sample{i:05d}.png`` with ``index`` the position of
+the GT file, ``{index:06d}.png`` for one sample) or by restorekit's (``<stem>.png``, or ``<stem>_t<T>_s<i>_seed<S>.png``
+from ``restore-run``'s sample mode, ``<stem>`` the GT's name relative to its folder; ``--temperature`` picks one
+temperature).
 Every image is read as uint8 RGB; the GT is cropped top-left to a multiple of 8, the outputs to its size. Metrics:
 the validators ``lr_psnr``, ``lpips`` (skipped, in one line, when its weights are missing), ``diversity`` (LPIPS and
 L1 distances), ``psnr`` and ``ssim``; per-image values are the means over the samples, the dataset value the mean
@@ -18,14 +20,14 @@ import re
 import time
 import warnings
 from argparse import Namespace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
 from . import CommandParser
 from ..components import SRSamples, ValidationContext
-from ..data.find import find_images
+from ..data.find import ImageEntry, find_images
 from ..data.io import read_image
 from ..errors import UserError
 from ..eval_report import EvalRow, text_tables, write_reports
@@ -64,11 +66,11 @@ def _restorekit_names(stem: str, files: dict[str, Path], samples: int, temperatu
     temperature (sorted by sample index); None when there are none."""
     found: dict[float, dict[int, str]] = {}
     for name in files:
-        m = RESTOREKIT_SAMPLE.match(Path(name).stem)
+        m = RESTOREKIT_SAMPLE.match(_stem(name))
         if m and m["stem"] == stem:
             found.setdefault(float(m["t"]), {})[int(m["s"])] = name
     if not found:
-        plain = [n for n in files if Path(n).stem == stem]
+        plain = [n for n in files if _stem(n) == stem]
         return plain[:1] or None
     temps = sorted(found)
     if temperature is None:
@@ -88,11 +90,16 @@ def _restorekit_names(stem: str, files: dict[str, Path], samples: int, temperatu
     return [by_index[i] for i in range(want)]
 
 
-def match_outputs(gt_files: list[Path], sr_dir: Path, samples: int, temperature: float | None) -> list[list[Path]]:
-    """For each GT file, its output files (NTIRE names, else restorekit's); a missing one is a one-line error."""
-    if not sr_dir.is_dir():
-        raise UserError(f"--sr {sr_dir}: not a folder")
-    files = {p.name: p for p in sr_dir.iterdir() if p.is_file()}
+def _stem(name: str) -> str:
+    """A relative image name without its suffix (``sub/0801.png`` → ``sub/0801``)."""
+    return PurePosixPath(name).with_suffix("").as_posix()
+
+
+def match_outputs(gt_files: list[ImageEntry], sr_dir: Path, samples: int,
+                  temperature: float | None) -> list[list[Path]]:
+    """For each GT image, its output files in ``sr_dir`` (NTIRE names, else restorekit's, by the GT's name
+    relative to its folder); a missing one is a one-line error."""
+    files = {e.name: e.path for e in find_images([sr_dir], "--sr")}
     ntire = _ntire_names(0, samples)[0] in files
     out: list[list[Path]] = []
     for index, gt in enumerate(gt_files):
@@ -103,10 +110,11 @@ def match_outputs(gt_files: list[Path], sr_dir: Path, samples: int, temperature:
                 raise UserError(f"--sr {sr_dir}: {missing[0]} is missing (output of {gt.name}, GT #{index} in sorted "
                                 "order)")
         else:
-            found = _restorekit_names(gt.stem, files, samples, temperature, sr_dir)
+            stem = _stem(gt.name)
+            found = _restorekit_names(stem, files, samples, temperature, sr_dir)
             if found is None:
                 raise UserError(f"--sr {sr_dir}: no output for {gt.name}: expected {_ntire_names(index, samples)[0]} "
-                                f"(NTIRE names) or {gt.stem}.png / {gt.stem}_t<T>_s<i>_seed<S>.png (restorekit names)")
+                                f"(NTIRE names) or {stem}.png / {stem}_t<T>_s<i>_seed<S>.png (restorekit names)")
             names = found
         out.append([files[n] for n in names])
     return out
@@ -170,11 +178,7 @@ def run(args: Namespace, registry: Any) -> int:
         raise UserError(f"--scale must be at least 1, got {args.scale}")
     if args.samples < 1:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
-    if not args.gt.is_dir():
-        raise UserError(f"--gt {args.gt}: not a folder")
-    gt_files = sorted((e.path for e in find_images([args.gt], "--gt")), key=lambda p: p.name)
-    if not gt_files:
-        raise UserError(f"--gt {args.gt}: no images")
+    gt_files = find_images([args.gt], "--gt")
     device = resolve_device(args.device, "--device")
     if args.json is not None:  # checked before any scoring: a run's results are never lost to a bad path
         if args.json.is_dir():
@@ -189,7 +193,7 @@ def run(args: Namespace, registry: Any) -> int:
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for index, (gt, srs) in enumerate(zip(gt_files, pairs)):
-            item = load_item(index, gt, srs, args.scale)
+            item = load_item(index, gt.path, srs, args.scale)
             row: dict[str, Any] = {"name": gt.name, "index": index, "samples": len(srs)}
             for _, v in validators:
                 row.update(v.score(item, ctx))

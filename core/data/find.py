@@ -1,4 +1,14 @@
-"""Finding images: folders (recursive), files and globs, with their names relative to where they were found."""
+"""Finding images: the one walker. Training and validation data (``data.*.hq``), inference inputs
+(``infer.inputs``, ``--input``) and ``restore-run evaluate`` (``--gt``, ``--sr``) list their images with
+:func:`find_images`, by one set of rules:
+
+* an entry is a folder (searched recursively), a file, or a glob (``*``, ``?``, ``[``; ``**`` crosses folders);
+* an image is a file with an image suffix (any case), hidden ones skipped: a name starting with ``.``, or a folder
+  starting with ``.`` below the entry (a file named on its own is taken as named);
+* each entry's images are sorted by path; entries keep the given order; a file found twice is listed once;
+* every image keeps its name relative to the folder (or the fixed part of the glob) it was found under;
+* a missing path, a folder or glob with no image, or a named file that is not an image is one line naming it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +23,6 @@ from .io import IMAGE_SUFFIXES
 _GLOB_CHARS = set("*?[")
 
 
-
 @dataclass(frozen=True)
 class ImageEntry:
     """An image file and its name relative to the folder (or glob root) it was found under."""
@@ -23,62 +32,54 @@ class ImageEntry:
 
 
 def _glob_root(pattern: str) -> Path:
-    parts = Path(pattern).parts
     root: list[str] = []
-    for part in parts:
+    for part in Path(pattern).parts:
         if _GLOB_CHARS & set(part):
             break
         root.append(part)
     return Path(*root) if root else Path(".")
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def find_images(entries: Sequence[Path | str], where: str) -> list[ImageEntry]:
-    """The images of ``entries``: folders (searched recursively), image files, or globs (``**`` allowed).
-
-    Order: entries in the given order, each sorted by name; duplicates dropped. ``where`` names the spec
-    field in errors (``data.train.hq``). An entry that does not exist or holds no image is a :class:`UserError`.
-    """
-    found: list[ImageEntry] = []
-    seen: set[Path] = set()
-    for entry in entries:
-        text = str(entry)
-        p = Path(entry)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if _is_image(f))
-            pairs = [(f, f.relative_to(p).as_posix()) for f in files]
-            if not pairs:
-                raise UserError(
-                    f"{where}: {p}: no images found (looked for {', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
-                )
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise UserError(f"{where}: {p}: not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
-            pairs = [(p, p.name)]
-        elif _GLOB_CHARS & set(text):
-            root = _glob_root(text)
-            files = sorted(Path(f) for f in glob.glob(text, recursive=True) if _is_image(Path(f)))
-            if not files:
-                raise UserError(f"{where}: {text}: the pattern matches no image")
-            pairs = [(f, _relative(f, root)) for f in files]
-        else:
-            raise UserError(f"{where}: {p}: no such file or folder")
-        for path, name in pairs:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(ImageEntry(path, name))
+def _walk(root: Path, files: list[Path], exclude: Path | None) -> list[tuple[Path, str]]:
+    """The visible images among ``files`` (found under ``root``, none under ``exclude`` unless it is ``root``),
+    sorted, with their names relative to ``root``."""
+    skip = exclude.resolve() if exclude is not None else None
+    skip = None if skip == root.resolve() else skip
+    found = []
+    for f in sorted(files):
+        rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
+        if (f.suffix.lower() not in IMAGE_SUFFIXES or any(part.startswith(".") for part in rel.parts)
+                or not f.is_file() or (skip is not None and skip in f.resolve().parents)):
+            continue
+        found.append((f, rel.as_posix()))
     return found
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.name
+def find_images(entries: Sequence[Path | str], where: str, *, exclude: Path | None = None) -> list[ImageEntry]:
+    """The images of ``entries`` (folders, files, globs), by the rules of this module. ``where`` names the field
+    or flag in errors (``data.train.hq``, ``--gt``). Images under ``exclude`` (an output folder inside an input
+    folder) are left out of folders and globs, unless it is the folder (or the glob's fixed part) itself."""
+    suffixes = ", ".join(s[1:] for s in IMAGE_SUFFIXES)
+    found: dict[Path, ImageEntry] = {}
+    for entry in entries:
+        text, p = str(entry), Path(entry)
+        if p.is_dir():
+            pairs = _walk(p, list(p.rglob("*")), exclude)
+            if not pairs:
+                raise UserError(f"{where}: {p}: no images found in this folder (looked for {suffixes})")
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserError(f"{where}: {p}: not an image file (suffixes: {suffixes})")
+            pairs = [(p, p.name)]
+        elif _GLOB_CHARS & set(text):
+            pairs = _walk(_glob_root(text), [Path(f) for f in glob.glob(text, recursive=True)], exclude)
+            if not pairs:
+                raise UserError(f"{where}: {text}: no image matches this pattern")
+        else:
+            raise UserError(f"{where}: {p}: no such file or folder")
+        for path, name in pairs:
+            found.setdefault(path.resolve(), ImageEntry(path, name))
+    return list(found.values())
 
 
 def paired_path(lq_root: Path, name: str, where: str) -> Path:

@@ -54,7 +54,7 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool 
     r = Runner(plan, networks)
     spec = r.spec
     items = shard_items(r.items, r.rank, r.world) if shard else r.items
-    sink = OutputSink(r)
+    sink = OutputSink(r.output)
 
     def process(batch: list[Prepared]) -> None:
         try:
@@ -71,12 +71,12 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool 
             sink.finish(p, o)
 
     if not spec.overwrite:  # before any work: existing outputs must be this request's (all ranks decide alike)
-        check_existing(r, r.request, r.items, (spec.reference, spec.temperature_map))
+        check_existing(r.output, r.items, (spec.reference, spec.temperature_map))
     buckets: dict[tuple[int, ...], list[Prepared]] = {}  # inputs of one size run as one batch
     bar = tqdm(total=len(items), desc=f"infer {spec.mode}", unit="img", disable=None if r.rank == 0 else True)
     try:
         for item in items:
-            paths = [(sl, sl.path(r.out_dir, item, r.ext)) for sl in r.slots]
+            paths = r.output.paths(item)
             todo = [(sl, p) for sl, p in paths if spec.overwrite or not p.exists()]
             sink.summary.skipped += [p for sl, p in paths if (sl, p) not in todo]
             if not todo:
@@ -84,7 +84,7 @@ def infer(plan: Plan, networks: Mapping[str, Any] | None = None, *, shard: bool 
                 bar.update(1)
                 continue
             try:
-                prep = r.prepare(item, todo)
+                prep = r.reader.prepare(item, todo)
             except UserError as exc:
                 sink.fail(item.path, exc.about(item.path))
                 bar.update(1)

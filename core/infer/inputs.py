@@ -3,14 +3,14 @@ reading one into the network's input (``lr``), with the HR image, alpha channel,
 
 from __future__ import annotations
 
-import glob as globmod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from torch import Tensor
 
-from ..data.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image
+from ..data.find import find_images
+from ..data.io import DEFAULT_MAX_PIXELS, Image, read_image
 from ..data.resize import downsample
 from ..errors import UserError
 from ..tiling import round_down
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class InputItem:
-    """An input image and its output location relative to the output folder, without suffix
-    (``sub/name`` for an image found in a folder's subfolder, ``name`` otherwise)."""
+    """An input image and its output location relative to the output folder, without suffix (``sub/name`` for an
+    image found in a subfolder of an input folder or glob root, ``name`` otherwise)."""
 
     path: Path
     rel: Path
@@ -36,50 +36,12 @@ def output_stem(path: Path) -> str:
     return stem if stem.strip(".") else path.name.replace(".", "_")
 
 
-def _is_glob(text: str) -> bool:
-    return any(c in text for c in "*?[")
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
 def collect_inputs(patterns: Sequence[Path], exclude: Path | None = None) -> list[InputItem]:
-    """Files, folders (recursive) and globs → input items sorted by path, duplicates removed.
-
-    Folder images keep their relative sub-path in the output folder. Files under ``exclude`` (the output folder,
-    when it lies inside an input folder) are left out. A pattern that matches nothing is a :class:`UserError`.
-    """
-    items: dict[Path, InputItem] = {}
-    excl = exclude.resolve() if exclude is not None else None
-    for pattern in patterns:
-        text = str(pattern)
-        if _is_glob(text):
-            found = [Path(m) for m in globmod.glob(text, recursive=True)]
-            files = sorted(p for p in found if _is_image(p))
-            if not files:
-                raise UserError(f"infer.inputs: {text}: no image matches")
-            for f in files:
-                items.setdefault(f.resolve(), InputItem(f, Path(output_stem(f))))
-        elif pattern.is_dir():
-            root = pattern.resolve()
-            files = []
-            for f in sorted(pattern.rglob("*")):
-                if not _is_image(f) or any(part.startswith(".") for part in f.relative_to(pattern).parts):
-                    continue
-                if excl is not None and excl != root and excl in f.resolve().parents:
-                    continue
-                files.append(f)
-            if not files:
-                raise UserError(f"infer.inputs: {pattern}: no images in this folder")
-            for f in files:
-                rel = f.relative_to(pattern)
-                items.setdefault(f.resolve(), InputItem(f, rel.parent / output_stem(rel)))
-        elif pattern.is_file():
-            items.setdefault(pattern.resolve(), InputItem(pattern, Path(output_stem(pattern))))
-        else:
-            raise UserError(f"infer.inputs: {pattern}: no such file or folder")
-    return sorted(items.values(), key=lambda i: str(i.path))
+    """Files, folders and globs → input items, found by the one walker (:func:`restorekit.data.find.find_images`:
+    its rules, and its one-line errors naming ``infer.inputs``). Every image keeps its relative sub-path in the
+    output folder; images under ``exclude`` (the output folder, inside an input folder) are left out."""
+    return [InputItem(e.path, Path(e.name).parent / output_stem(Path(e.name)))
+            for e in find_images(patterns, "infer.inputs", exclude=exclude)]
 
 
 def shard(items: list[InputItem], rank: int, world: int) -> list[InputItem]:

@@ -43,7 +43,7 @@ from ..tiling import (
 )
 from .inputs import InputReader, Prepared, collect_inputs
 from .records import run_request
-from .slots import HR_INPUT_MODES, REPORT_MODES, SUFFIX, Slot, check_outputs, make_slots, tname
+from .slots import HR_INPUT_MODES, REPORT_MODES, SUFFIX, OutputConfig, Slot, check_outputs, make_slots, tname
 
 
 def batch_shapes(model: Any, lr_shape: Sequence[int]) -> list[tuple[int, ...]]:
@@ -83,7 +83,6 @@ class Runner:
         self.rank, self.world = env.rank, env.world
         self.device = env.device_for(plan.device)
         self.out_dir = spec.output_dir if spec.output_dir is not None else plan.spec.run.output_dir / "infer"
-        self.ext = SUFFIX[spec.format]
         self.seed = plan.spec.run.seed
         self.precision = plan.spec.run.precision
         self.items = collect_inputs(spec.inputs, exclude=self.out_dir)
@@ -101,15 +100,14 @@ class Runner:
         self.max_pixels = plan.spec.run.max_pixels
         self.reader = InputReader(self.scale, self.hr_input, self.scale * (self.size_multiple if self.flow else 1),
                                   spec.downsampler, self.component, self.max_pixels)
-        self.reports_on = spec.input_is_hr and spec.mode in REPORT_MODES
         self.ladder = [float(t) for t in spec.nan_ladder]
         uses_reference = spec.mode in ("latent_transfer", "interpolate")  # the plan checked the files exist
         self.tmap = None
         if spec.temperature_map is not None and self.flow:
             self.tmap = read_image(spec.temperature_map, max_pixels=self.max_pixels).rgb.mean(0, keepdim=True)[None]
         self.slots = make_slots(spec, flow=self.flow, seed=self.seed, reference=spec.reference)
-        check_outputs(self.items, self.slots, self.out_dir, self.ext, (spec.reference, spec.temperature_map),
-                      self.source)
+        check_outputs(self.items, self.slots, self.out_dir, SUFFIX[spec.format],
+                      (spec.reference, spec.temperature_map), self.source)
         self.ref_latents: list[Tensor] | None = None
         self.ref_hw: tuple[int, int] | None = None
         if spec.reference is not None and uses_reference:
@@ -117,10 +115,10 @@ class Runner:
         self.decode = flow_decoder(self.model) if self.flow else None
         optimised = any(net_name in sp.spec.networks for sp in plan.steps)  # else its weights are the plan's
         trained = self.model if networks is not None and net_name in networks and optimised else None
-        self.request = run_request(self, trained)  # what every output's record says made it (.records)
-
-    def prepare(self, item: Any, todo: list[tuple[Slot, Path]]) -> Prepared:
-        return self.reader.prepare(item, todo)
+        # what the sink needs of this run, fixed now; every output's record starts from run_request (.records)
+        self.output = OutputConfig(self.out_dir, SUFFIX[spec.format], spec.mode, self.scale, tuple(self.slots),
+                                   run_request(self, trained), self.reader,
+                                   spec.input_is_hr and spec.mode in REPORT_MODES, self.source, self.rank, self.world)
 
     def _model(self, networks: Mapping[str, Any] | None) -> Any:
         name = self.spec.network

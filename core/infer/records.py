@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from ..data.io import IMAGE_SUFFIXES
+from ..data.find import find_images
 from ..errors import COMMAND_LINE, UserError
 from ..provenance import file_sha256, weights_identity
-from .slots import REPORT_FILES, Slot
+from .slots import REPORT_FILES, OutputConfig, Slot
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inputs import InputItem
@@ -128,20 +128,19 @@ def ways_on(source: str) -> str:
 
 
 def _images_in(out_dir: Path, protected: set[Path]) -> list[Path]:
-    found = []
-    for p in sorted(out_dir.rglob("*")):
-        if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (*IMAGE_SUFFIXES, ".gif") and p.resolve() not in protected
-                and not (p.parent == out_dir and p.name in REPORT_FILES)):
-            found.append(p)
-    return found
+    """The images of ``out_dir`` (listed by the one walker), but for ``protected`` files and the reports."""
+    try:
+        found = find_images([out_dir], "infer.output_dir")
+    except UserError:  # no image in it
+        return []
+    return [e.path for e in found if e.path.resolve() not in protected and e.name not in REPORT_FILES]
 
 
-def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputItem"],
-                   protected: Sequence[Path | None] = ()) -> None:
+def check_existing(out: OutputConfig, items: Iterable["InputItem"], protected: Sequence[Path | None] = ()) -> None:
     """Before any work (``overwrite = false``): every output that exists already was made by exactly the request
     that would make it now, and an output folder holding images holds their records. Otherwise one line: the
     output, the first differing field (old and new value), and the two ways on."""
-    out_dir, source = r.out_dir, r.source
+    out_dir, source = out.out_dir, out.source
     records = read_records(out_dir)
     items = list(items)
     if not records and out_dir.is_dir():
@@ -153,8 +152,7 @@ def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputI
                 f"samples.json records of what made them (another tool, or restorekit before output records), so "
                 f"they cannot be told from this run's outputs; {ways_on(source)}")
     for item in items:
-        for slot in r.slots:
-            path = slot.path(out_dir, item, r.ext)
+        for slot, path in out.paths(item):
             if not path.exists():
                 continue
             key = path.relative_to(out_dir).as_posix()
@@ -162,7 +160,7 @@ def check_existing(r: "Runner", base: Mapping[str, Any], items: Iterable["InputI
             if old is None:
                 raise UserError.at(source, "infer.output_dir",
                                    f"{path} exists but samples.json has no record of what made it; {ways_on(source)}")
-            diff = first_difference(old, slot_request(base, r.spec.mode, item, slot))
+            diff = first_difference(old, slot_request(out.request, out.mode, item, slot))
             if diff is not None:
                 name, was, now = diff
                 raise UserError.at(source, "infer.output_dir", f"{path} was made with {name} = {_show(was)}, this run "

@@ -14,10 +14,10 @@ from ..errors import UserError, one_line
 from ..runtime import DistContext
 from .imaging import quantize, upsample_bicubic, write_gif
 from .inputs import InputItem, Prepared
-from .modes import Outcome, Runner
+from .modes import Outcome
 from .records import slot_request
 from .reports import Reports, atomic_text
-from .slots import Slot
+from .slots import OutputConfig, Slot
 
 
 PNG_KEY = "restorekit"
@@ -95,15 +95,15 @@ class InferSummary:
 
 
 class OutputSink:
-    """Collects one rank's results: written/skipped/failed files, ``samples.json`` records and reports."""
+    """Collects one rank's results: written/skipped/failed files, ``samples.json`` records and reports. It knows
+    the run only through its :class:`~restorekit.infer.slots.OutputConfig`."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.r = runner
-        self.summary = InferSummary(exit_code=0, output_dir=runner.out_dir)
-        self.reports = (Reports(border=runner.scale, restore=runner.spec.mode == "restore") if runner.reports_on
-                        else None)
+    def __init__(self, out: OutputConfig) -> None:
+        self.out = out
+        self.summary = InferSummary(exit_code=0, output_dir=out.out_dir)
+        self.reports = Reports(border=out.scale, restore=out.mode == "restore") if out.reports else None
         self.records: dict[str, dict[str, Any]] = {}
-        self.gif_slot = next((sl for sl in runner.slots if sl.kind == "gif"), None)
+        self.gif_slot = next((sl for sl in out.slots if sl.kind == "gif"), None)
 
     def fail(self, path: Path, reason: str) -> None:
         self.summary.failed.append((path, reason))
@@ -111,16 +111,16 @@ class OutputSink:
     def record(self, item: InputItem, slot: Slot, fallback: tuple[float, str] | None) -> dict[str, Any]:
         """The ``samples.json`` record of one output: its request (:func:`.records.slot_request`: weights and
         their sha256, params, mode, temperature, sample, seed, tile, version, ...), the input, and what was used."""
-        spec = self.r.spec
-        rec: dict[str, Any] = {"input": str(item.path), **slot_request(self.r.request, spec.mode, item, slot)}
+        mode = self.out.mode
+        rec: dict[str, Any] = {"input": str(item.path), **slot_request(self.out.request, mode, item, slot)}
         if slot.temperature is not None:
-            key = "latent_scale" if spec.mode in ("latent_transfer", "interpolate") else "temperature"
+            key = "latent_scale" if mode in ("latent_transfer", "interpolate") else "temperature"
             rec["used_" + key] = fallback[0] if fallback else slot.temperature
         rec["fallback"] = {"used": fallback[0], "reason": fallback[1]} if fallback else None
         return rec
 
     def keep(self, path: Path, rec: dict[str, Any]) -> None:
-        self.records[rel(path, self.r.out_dir)] = rec
+        self.records[rel(path, self.out.out_dir)] = rec
 
     def finish(self, p: Prepared, outcome: Outcome) -> None:
         """Write one input's images (and GIF), record them and add them to the reports."""
@@ -135,7 +135,7 @@ class OutputSink:
             fb = outcome.fallbacks.get(slot)
             rec = self.record(p.item, slot, fb)
             try:
-                write_image(path, img, p.alpha, bits=p.bits, gray=p.gray, root=self.r.out_dir,
+                write_image(path, img, p.alpha, bits=p.bits, gray=p.gray, root=self.out.out_dir,
                             text={PNG_KEY: json.dumps(rec, sort_keys=True)})
             except (ValueError, OSError, TypeError, UserError) as exc:
                 self.fail(p.item.path, f"{path.name}: cannot write ({one_line(exc)})")
@@ -149,17 +149,17 @@ class OutputSink:
         if self.reports is not None and p.hr is not None:
             outs = [(sl, quantize(img.float().cpu(), p.bits)) for sl, img in outcome.images.items()]
             if outs:
-                bic = upsample_bicubic(p.lr[None].float().cpu(), self.r.scale)[0]
+                bic = upsample_bicubic(p.lr[None].float().cpu(), self.out.scale)[0]
                 self.reports.add(p.item, p.hr.float().cpu(), quantize(bic, p.bits), outs)
 
     def _gif(self, p: Prepared, outcome: Outcome, gif_path: Path) -> None:
         assert self.gif_slot is not None
-        frames = [outcome.images.get(sl) for sl in self.r.slots if sl.kind == "image"]
+        frames = [outcome.images.get(sl) for sl in self.out.slots if sl.kind == "image"]
         if not all(f is not None for f in frames):
             self.fail(p.item.path, f"{gif_path.name}: not written, some frames failed")
             return
         try:
-            write_gif(gif_path, [f for f in frames if f is not None], root=self.r.out_dir)
+            write_gif(gif_path, [f for f in frames if f is not None], root=self.out.out_dir)
             self.summary.written.append(gif_path)
             self.keep(gif_path, self.record(p.item, self.gif_slot, None))
         except (ValueError, OSError, UserError) as exc:
@@ -170,7 +170,7 @@ class OutputSink:
         if self.reports is None:
             return
         try:
-            p = self.r.prepare(item, [])
+            p = self.out.reader.prepare(item, [])
         except UserError:
             return
         o = Outcome()
@@ -184,7 +184,7 @@ class OutputSink:
             if p.hr is not None and img.shape == p.hr.shape:
                 o.images[slot] = img
         if p.hr is not None and o.images:
-            bic = upsample_bicubic(p.lr[None].float(), self.r.scale)[0]
+            bic = upsample_bicubic(p.lr[None].float(), self.out.scale)[0]
             self.reports.add(item, p.hr.float(), quantize(bic, p.bits), list(o.images.items()))
 
     def close(self) -> InferSummary:
@@ -193,7 +193,7 @@ class OutputSink:
         summary, reports, records = self.summary, self.reports, self.records
         summary.exit_code = 1 if summary.failed else 0
         suffix = ""
-        ctx = DistContext(rank=self.r.rank, world=self.r.world)
+        ctx = DistContext(rank=self.out.rank, world=self.out.world)
         if ctx.active:
             if ctx.in_group():
                 gathered = ctx.gather((summary, reports, records))
@@ -212,7 +212,7 @@ class OutputSink:
                 summary.exit_code = 1 if summary.failed else 0
             else:
                 suffix = f".rank{ctx.rank}"
-        out_dir = self.r.out_dir
+        out_dir = self.out.out_dir
         if reports is not None:
             reports.write(out_dir, suffix)
             summary.mean_psnr_y = {label: m["psnr_y"] for label, m in reports.means().items()}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from ..errors import UserError
 from ..files import confine
 from ..spec import FLOW_MODES, InferSpec
-from .inputs import InputItem
+from .inputs import InputItem, InputReader
 
 HR_INPUT_MODES = frozenset({"restore", "interpolate", "feed_through"})
 REPORT_MODES = frozenset({"sr", "sample", "feed_through", "restore"})
@@ -35,6 +35,30 @@ class Slot:
     def path(self, out_dir: Path, item: InputItem, ext: str) -> Path:
         base = out_dir / item.rel
         return base.with_name(base.name + self.suffix + (".gif" if self.kind == "gif" else ext))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What a run writes and where, fixed before the first input (all the sink and ``check_existing`` know of it):
+    folder, suffix, mode, scale, each input's slots, the ``request`` every record starts from, the input
+    ``reader`` (reports of existing outputs read their input again), whether reports are written, the pipeline
+    ``source`` errors name, this process's rank and world."""
+
+    out_dir: Path
+    ext: str
+    mode: str
+    scale: int
+    slots: tuple[Slot, ...]
+    request: Mapping[str, Any]
+    reader: InputReader
+    reports: bool
+    source: str
+    rank: int = 0
+    world: int = 1
+
+    def paths(self, item: InputItem) -> list[tuple[Slot, Path]]:
+        """Every output of ``item``, with its slot."""
+        return [(sl, sl.path(self.out_dir, item, self.ext)) for sl in self.slots]
 
 
 def tname(t: float) -> str:
@@ -92,5 +116,5 @@ def check_outputs(items: Sequence[InputItem], slots: Sequence[Slot], out_dir: Pa
             seen[out] = item.path
 
 
-__all__ = ["FLOW_MODES", "HR_INPUT_MODES", "REPORT_FILES", "REPORT_MODES", "SUFFIX", "Slot",
+__all__ = ["FLOW_MODES", "HR_INPUT_MODES", "OutputConfig", "REPORT_FILES", "REPORT_MODES", "SUFFIX", "Slot",
            "check_outputs", "make_slots", "tname"]

@@ -1,5 +1,5 @@
-"""Validation during training: the validation samples, running the plan's validators, the best metric and the
-LR | SR | HR image grid."""
+"""Validation: the validation samples and :meth:`Validation.judge`, the one path feeding validators (training
+validation and the evaluation sweep), the best metric and the LR | SR | HR image grid."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..components import FlowModel, Sample, ValidationContext
+from ..components import FlowModel, Sample, SampleScorer, ValidationContext, ValidationResult
 from ..data.datasets import load_val_samples
 from ..errors import UserError, where
 from ..plan import Plan
+from ..scoring import judging, mean_rows, sr_sweep
 from .setup import geometry
 from .state import TrainingState
 
 
 class Validation:
-    """The validation set (read once per scale and size multiple, kept on the device) and the validators."""
+    """The validation set (read once per scale and size multiple, kept on the device) and the validators judging
+    networks on it. :meth:`judge` is the one path that feeds validators: training validation (:meth:`run`, at
+    ``train.val_temperature``) and the evaluation sweep (:func:`restorekit.evaluate.evaluate`, at every ``[eval]``
+    temperature, on one or several generators) both come through it."""
 
     def __init__(self, plan: Plan, validators: Sequence[tuple[Any, Any]], networks: Mapping[str, nn.Module],
                  device: torch.device, seed: int, out: Path) -> None:
@@ -38,39 +42,70 @@ class Validation:
         return geometry(self.networks, network, val.scale, "data.val", self.plan.source)
 
     def samples_for(self, network: str) -> list[Sample]:
-        val = self.plan.spec.data.val
-        assert val is not None
-        scale, multiple = self.scale(network)
-        key = (scale, multiple)
+        key = self.scale(network)  # (scale, size multiple)
         if key not in self.cache:
-            self.cache[key] = [
-                Sample(s.name, s.lq.to(self.device), s.hq.to(self.device))
-                for s in load_val_samples(val, scale=scale, size_multiple=multiple, seed=self.seed,
-                                           where=where(self.plan.source, "data.val", ""))
-            ]
+            val = self.plan.spec.data.val
+            assert val is not None
+            self.cache[key] = [Sample(s.name, s.lq.to(self.device), s.hq.to(self.device)) for s in load_val_samples(
+                val, scale=key[0], size_multiple=key[1], seed=self.seed, where=where(self.plan.source, "data.val", ""))]
         return self.cache[key]
 
     def run(self, eval_model: Callable[[str], nn.Module], step: int) -> dict[str, float]:
-        """Every validator on its network's evaluation weights; metrics named ``<validator>.<metric>``."""
-        metrics: dict[str, float] = {}
+        """Every validator on its network's evaluation weights, at ``train.val_temperature`` with
+        ``train.val_samples`` draws; metrics named ``<validator>.<metric>``."""
+        train = self.plan.spec.train
+        t, samples = (float(train.val_temperature), train.val_samples) if train is not None else (0.0, 1)
+        by_network: dict[str, list[tuple[Any, Any]]] = {}
         for vplan, validator in self.validators:
-            net_name = vplan.spec.network
-            model = eval_model(net_name)
-            train = self.plan.spec.train
-            ctx = ValidationContext(
-                device=self.device, scale=self.scale(net_name)[0], step=step, output_dir=self.out / "val" / vplan.name,
-                temperature=train.val_temperature if train is not None else 0.0,
-                samples=train.val_samples if train is not None else 1, seed=self.seed,
-            )
-            was = model.training
-            try:
-                with torch.no_grad():
-                    result = validator(model, self.samples_for(net_name), ctx)
-            finally:
-                model.train(was)
-            for k, v in result.metrics.items():
-                metrics[f"{vplan.name}.{k}"] = float(v)
-        return metrics
+            by_network.setdefault(vplan.spec.network, []).append((vplan, validator))
+        results: dict[str, ValidationResult] = {}
+        for name, validators in by_network.items():
+            results.update(self.judge(eval_model(name), name, validators, [t], samples=samples, seed=self.seed,
+                                      step=step, out=self.out / "val")[t])
+        return {f"{vplan.name}.{k}": float(v) for vplan, _ in self.validators
+                for k, v in results[vplan.name].metrics.items()}
+
+    def judge(self, model: Any, network: str, validators: Sequence[tuple[Any, Any]], temperatures: Sequence[float],
+              *, samples: int, seed: int, step: int, out: Path,
+              skip: Callable[[str, UserError], None] | None = None) -> dict[float, dict[str, ValidationResult]]:
+        """``validators`` ((plan, validator) pairs) judging ``model`` on the samples of ``network`` at each of
+        ``temperatures``, ``samples`` draws per image (sample ``i`` drawn with seed ``seed + i``, as ``restore-run``
+        draws it); results by temperature, then by validator name (scorers first). Each validator's pictures go to
+        ``out / <name>``.
+
+        A :class:`~restorekit.SampleScorer` scores every (temperature, sample) output, drawn image by image once for
+        all scorers (:func:`restorekit.scoring.sr_sweep`: a flow's conditional features once per image); any other
+        validator is called once, ``validator(model, samples, ctx)`` at the first temperature, and its result stands
+        at every temperature. The model is judged in eval mode without gradients, its mode restored after. A
+        validator raising :class:`UserError` stops the run, or with ``skip`` is handed to it and left out."""
+        scale = self.scale(network)[0]
+        data = self.samples_for(network)
+
+        def ctx(name: str, t: float) -> ValidationContext:
+            return ValidationContext(device=self.device, scale=scale, step=step, output_dir=out / name, temperature=t,
+                                     samples=samples, seed=seed)
+
+        scorers = [(vplan, v) for vplan, v in validators if isinstance(v, SampleScorer)]
+        rows: dict[float, dict[str, list[dict[str, Any]]]] = {
+            float(t): {vplan.name: [] for vplan, _ in scorers} for t in temperatures}
+        fixed: dict[str, ValidationResult] = {}
+        with judging(model):
+            for vplan, v in validators:
+                if isinstance(v, SampleScorer):
+                    continue
+                try:
+                    fixed[vplan.name] = v(model, data, ctx(vplan.name, temperatures[0]))
+                except UserError as exc:
+                    if skip is None:
+                        raise
+                    skip(vplan.name, exc)
+            if scorers:
+                for item in sr_sweep(model, data, temperatures, ctx("", temperatures[0])):
+                    for vplan, v in scorers:
+                        rows[item.temperature][vplan.name].append(
+                            {"name": item.name, **v.score(item, ctx(vplan.name, item.temperature))})
+        return {t: {**{n: ValidationResult(mean_rows(r), r) for n, r in per.items()}, **fixed}
+                for t, per in rows.items()}
 
 
 def update_best(state: TrainingState, metrics: Mapping[str, float], name: str | None, mode: str, source: str) -> bool:
