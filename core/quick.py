@@ -11,7 +11,6 @@ a flow with other ``--temperature`` values or ``--samples`` runs ``"sample"`` (`
 from __future__ import annotations
 
 import contextlib
-import glob
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,19 +68,15 @@ def flags_named() -> Iterator[None]:
 
 
 def _check_inputs(inputs: Sequence[str]) -> list[str]:
+    """The ``--input`` entries, absolute (the written spec runs from anywhere), each checked by the one walker."""
+    from .data.find import find_images
+
     out = []
     for text in inputs:
         if not text.strip():  # Path("") is the current folder: never what an empty argument meant
             raise UserError.at(None, "--input", "empty path; give images, folders or globs")
-        if any(c in text for c in "*?["):
-            if not glob.glob(text, recursive=True):
-                raise UserError.at(None, "--input", f"{text}: no file matches")
-            out.append(str(Path(text).absolute()))
-            continue
-        p = Path(text)
-        if not p.exists():
-            raise UserError.at(None, "--input", f"{text}: file not found")
-        out.append(str(p.resolve()))
+        find_images([text], "--input")
+        out.append(str(Path(text).absolute()) if any(c in text for c in "*?[") else str(Path(text).resolve()))
     return out
 
 

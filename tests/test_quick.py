@@ -154,8 +154,8 @@ def test_existing_outputs_are_kept_and_refused_unless_overwrite(tmp_path: Path, 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input", "missing.png"], "--input: missing.png: file not found"),
-        (["--input", "*.nothing"], "--input: *.nothing: no file matches"),
+        (["--input", "missing.png"], "--input: missing.png: no such file or folder"),
+        (["--input", "*.nothing"], "--input: *.nothing: no image matches this pattern"),
         (["--input", "IMG", "--model", "srflow-df2k4x"],
          "--model: unknown model 'srflow-df2k4x' (did you mean 'srflow-df2k-4x'?)"),
         (["--input", "IMG", "--model", "nothere.pth"], "--model: nothere.pth: file not found"),
