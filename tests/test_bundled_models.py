@@ -271,6 +271,7 @@ def test_demo_trains_on_train_images_and_shows_the_bundled_model_on_held_out_one
     assert rrdb.before == flow.after and flow.before == joint.after
 
 
+@pytest.mark.slow  # six training steps and the sweep, twice (.ci/run also runs the real demo twice)
 def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """README's first command, twice: the second run resumes the finished run (train.resume = "auto" in
     demo.toml: nothing trained again) and writes the inference report again. The demo, shrunk: 6 steps, one image."""
