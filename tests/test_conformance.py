@@ -230,6 +230,7 @@ def test_loss_and_validator_mistakes_are_named(tmp_path: Path) -> None:
         check_validator(reg, "nan", tmp_dir=tmp_path)
 
 
+@pytest.mark.slow  # four kit runs, each training for a few steps
 def test_the_example_plugin_passes_its_own_kit_tests(tmp_path: Path, monkeypatch) -> None:
     """examples/third_party_plugin/tests run against the source tree (tests/test_packaging.py installs it)."""
     import importlib.util
