@@ -18,6 +18,13 @@ import torch
 from restorekit.bench import BenchConfig, BenchModel, Row, run_case
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """No workers: pyproject.toml's ``-n auto`` spreads the unit tests over every core, but a benchmark timed beside
+    other work measures the contention (and pytest-benchmark switches itself off under pytest-xdist)."""
+    return 0
+
+
 @pytest.fixture(scope="session")
 def bench_device() -> torch.device:
     name = os.environ.get("RESTOREKIT_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")

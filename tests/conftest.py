@@ -20,6 +20,13 @@ def fixtures_dir() -> Path:
     return Path(os.environ.get("RESTOREKIT_FIXTURES") or FIXTURES)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """pyproject.toml's ``-n auto``: the whole suite (no path on the command line) runs on every core; the files or
+    tests named on the command line run in this process, where starting workers would cost more than they save."""
+    return 0 if config.args_source == pytest.Config.ArgsSource.ARGS else None
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return fixtures_dir()

@@ -227,11 +227,12 @@ def png_header(path: Path) -> tuple[int, int]:
 TINY_SRFLOW = {"nf": 8, "nb": 1, "gc": 4, "K": 1, "L": 3, "hidden_channels": 8, "stack_blocks": [0]}
 
 
-def srflow_tiny() -> nn.Module:
-    """A tiny real SRFlow (nf 8, nb 1, K 1, L 3, hidden 8, stack_blocks [0], x4), every parameter jittered: a fresh
-    flow's couplings start as identities (zero-initialised last convolutions), which would hide the conditioning."""
+def srflow_tiny(**overrides: Any) -> nn.Module:
+    """A tiny real SRFlow (nf 8, nb 1, K 1, L 3, hidden 8, stack_blocks [0], x4; ``overrides`` change params, e.g.
+    ``L=2``, which halves what tracing it for export costs), every parameter jittered: a fresh flow's couplings start
+    as identities (zero-initialised last convolutions), which would hide the conditioning."""
     comp = make_registry().get("generator", "srflow").component
-    params = comp.params.model_validate(TINY_SRFLOW)
+    params = comp.params.model_validate({**TINY_SRFLOW, **overrides})
     torch.manual_seed(0)
     model = comp.build(params).eval()
     with torch.no_grad():

@@ -111,6 +111,7 @@ def test_bundled_srflow_mean_image_is_lr_consistent(evaluation: ModuleType, natu
         assert r["lr_psnr_min"] >= 45.0, r
 
 
+@pytest.mark.slow  # 3 full-size draws per held-out image
 def test_bundled_srflow_samples_are_lr_consistent_and_diverse(evaluation: ModuleType, natural: list) -> None:
     """At the recommended temperature: every one of 3 draws per image has LR-PSNR >= 45 dB, and the draws differ
     where it matters (NTIRE'21 diversity with a per-pixel L1 distance clearly above 0)."""
@@ -119,6 +120,7 @@ def test_bundled_srflow_samples_are_lr_consistent_and_diverse(evaluation: Module
         assert r["diversity_l1"] >= 10.0, r
 
 
+@pytest.mark.slow  # 100 draws per held-out image
 def test_bundled_srflow_never_gives_nan_up_to_temperature_0_9(evaluation: ModuleType, natural: list) -> None:
     """100 raw draws (no NaN ladder) per held-out image at T = 0.9, on a 16 x 16 LR crop of each (the full
     images: docs/models.md)."""
@@ -153,6 +155,7 @@ def test_latent_transfer_carries_the_reference_texture_without_fallback(evaluati
         assert r["finite"] and r["hf_gain"] >= 1.2 and r["hf_corr"] >= 0.25, r
 
 
+@pytest.mark.slow  # 16 decodes per held-out image
 def test_interpolation_changes_smoothly_frame_to_frame(evaluation: ModuleType, natural: list) -> None:
     """examples/srflow_latents.toml's interpolation (linear, from the reference's latents to each image's own, 8
     frames): every frame finite with no NaN ladder, and no jump (the largest frame-to-frame change at most 5x the
@@ -166,6 +169,7 @@ def test_interpolation_changes_smoothly_frame_to_frame(evaluation: ModuleType, n
         assert all(math.isfinite(d) for d in evaluation.interpolation_steps(model, hr, lr, None, mode="linear")), name
 
 
+@pytest.mark.slow  # two restore-run runs of the bundled SRFlow
 def test_latent_example_runs_as_shipped_on_the_bundled_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """examples/srflow_latents.toml: the bundled SRFlow and images/reference.png; transfer and interpolation write
     every output without a NaN fallback (on a crop of a held-out image, to stay fast)."""
@@ -276,6 +280,7 @@ def test_demo_trains_on_train_images_and_shows_the_bundled_model_on_held_out_one
     assert rrdb.before == flow.after and flow.before == joint.after
 
 
+@pytest.mark.slow  # six training steps and the sweep, twice (.ci/run also runs the real demo twice)
 def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """README's first command, twice: the second run resumes the finished run (train.resume = "auto" in
     demo.toml: nothing trained again) and writes the inference report again. The demo, shrunk: 6 steps, one image."""
@@ -309,6 +314,7 @@ def test_the_demo_runs_twice_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [e["step"] for e in events if e.get("event") == "resume"] == [6]
 
 
+@pytest.mark.slow  # a float64 copy of the bundled SRFlow
 def test_the_bundled_flow_inverts_exactly_in_float64_and_to_rounding_on_most_float32_pixels() -> None:
     """docs/srflow.md's round-trip numbers, on a held-out crop: float64 exact, float32 within 1e-6 on camera.png."""
     from restorekit.data.io import read_image

@@ -32,8 +32,9 @@ from restorekit.testing import (
     make_registry,
 )
 
+from fakes import TINY_SRFLOW
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SRFLOW = {"nf": 8, "nb": 1, "gc": 4, "K": 1, "L": 3, "hidden_channels": 8, "stack_blocks": [0]}
 
 # Small params (and options) per shipped component; a component not listed runs with its defaults.
 SETTINGS: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {
@@ -60,7 +61,11 @@ def shipped_components() -> list[tuple[str, str]]:
     return [(kind, name) for kind in KINDS for name in reg.names(kind)]
 
 
-@pytest.mark.parametrize(("kind", "name"), shipped_components(), ids=lambda v: str(v))
+SLOW = {("generator", "srflow")}  # the kit traces, exports and reloads its sampling and mean graphs: ~1 CPU-minute
+
+
+@pytest.mark.parametrize(("kind", "name"), [pytest.param(*c, marks=pytest.mark.slow) if c in SLOW else c
+                                            for c in shipped_components()], ids=lambda v: str(v))
 def test_every_shipped_component_passes_the_kit(kind: str, name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     params, options = SETTINGS.get((kind, name), ({}, {}))
@@ -225,6 +230,7 @@ def test_loss_and_validator_mistakes_are_named(tmp_path: Path) -> None:
         check_validator(reg, "nan", tmp_dir=tmp_path)
 
 
+@pytest.mark.slow  # four kit runs, each training for a few steps
 def test_the_example_plugin_passes_its_own_kit_tests(tmp_path: Path, monkeypatch) -> None:
     """examples/third_party_plugin/tests run against the source tree (tests/test_packaging.py installs it)."""
     import importlib.util

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 import restorekit
 from restorekit import ExportedModel, UserError, export_model, sample_latents
 from restorekit.catalogue.hashes import sha256_file
+from restorekit.export import DEFAULT_OPSET, ExportResult
 from restorekit.export.writer import EXAMPLE_UNITS
 from restorekit.testing import check_export
 
@@ -26,6 +27,9 @@ pytest.importorskip("onnxscript", reason="the export extra (pip install 'restore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 UNSEEN = ((1, 3, 4), (2, 6, 5))  # (batch, height, width) in units of size_multiple; the trace saw (2, 5, 7)
+# a tiny x2 SRFlow of one level (no split): a fifth of what the x4 three-level one costs to export to ONNX, for the
+# tests of the lr-only mean graph and of the sidecar (the multi-latent graphs: the bundled and fixture models below)
+ONE_LEVEL = {"scale": 2, "L": 1}
 
 
 def rel(a: Tensor | np.ndarray, b: Tensor) -> float:
@@ -40,14 +44,15 @@ def lr_batch(model: nn.Module, batch: int, hu: int, wu: int, seed: int = 3) -> T
 
 def rrdb(kind: str) -> nn.Module:
     """The RRDB family at fixture/test size: the SRFlow release's RRDB and ESRGAN (the official-format fixture file
-    with its two wirings), Real-ESRGAN x4plus and x2plus (pixel-unshuffle) layouts, the bundled model."""
+    with its two wirings), Real-ESRGAN x4plus and x2plus (pixel-unshuffle) layouts, the bundled model. Files load
+    as ``restore-run export`` builds them: NCHW, no fast-path switches (``fast=False`` also skips the layout probe)."""
     fixture = FIXTURES / "rrdb_x4" / "official.pth"
     if kind == "srflow-release-rrdb":
-        return restorekit.load(fixture, variant="srflow")
+        return restorekit.load(fixture, variant="srflow", fast=False)
     if kind == "esrgan":
-        return restorekit.load(fixture, variant="esrgan")
+        return restorekit.load(fixture, variant="esrgan", fast=False)
     if kind == "bundled-rrdb-x4":
-        return restorekit.load("bundled-rrdb-x4")
+        return restorekit.load("bundled-rrdb-x4", fast=False)
     comp = make_registry().get("generator", "rrdb").component
     params = {"realesrgan-x4plus": {"scale": 4}, "realesrgan-x2plus": {"scale": 2, "pixel_unshuffle": True}}[kind]
     torch.manual_seed(0)
@@ -55,6 +60,7 @@ def rrdb(kind: str) -> nn.Module:
     return model
 
 
+@pytest.mark.slow  # five ONNX exports, three of full-size files (the default run exports RRDBs through the kit)
 @pytest.mark.parametrize("kind", ["srflow-release-rrdb", "esrgan", "realesrgan-x4plus", "realesrgan-x2plus",
                                   "bundled-rrdb-x4"])
 def test_rrdb_family_onnx_equals_eager_on_onnxruntime_at_unseen_sizes(kind: str, tmp_path: Path) -> None:
@@ -73,10 +79,18 @@ def test_rrdb_family_onnx_equals_eager_on_onnxruntime_at_unseen_sizes(kind: str,
         assert rel(got, want) <= 1e-4
 
 
-def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def x2_pt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    """Real-ESRGAN x2plus (pixel-unshuffle: LR sizes in multiples of 2) exported once to .pt2, unchecked, for the
+    tests that read the artifact back."""
     model = rrdb("realesrgan-x2plus")
-    out = tmp_path / "x2.pt2"
+    out = tmp_path_factory.mktemp("pt2") / "x2.pt2"
     export_model(model, out, check=False)
+    return model, out
+
+
+def test_pt2_round_trip_equals_eager_with_dynamic_shapes(x2_pt2: tuple[nn.Module, Path]) -> None:
+    model, out = x2_pt2
     program = torch.export.load(str(out)).module()
     for b, hu, wu in UNSEEN:
         lr = lr_batch(model, b, hu, wu)
@@ -86,7 +100,7 @@ def test_pt2_round_trip_equals_eager_with_dynamic_shapes(tmp_path: Path) -> None
 
 @pytest.mark.slow  # the bundled / fixture SRFlow: a full-size trace (CI runs slow tests too)
 def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_path: Path) -> None:
-    model = restorekit.load("bundled-srflow-x4")
+    model = restorekit.load("bundled-srflow-x4", fast=False)  # as restore-run export builds it
     out = tmp_path / "sampler.onnx"
     export_model(model, out, check=False)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -108,12 +122,22 @@ def test_srflow_sampling_graph_takes_lr_then_the_latents_and_equals_decode(tmp_p
     assert not ops & {"Log", "Inverse", "RandomNormal", "RandomNormalLike", "Det"}  # no log-det, no inverse, no noise
 
 
-def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path) -> None:
-    model = srflow_tiny()
-    out = tmp_path / "mean.onnx"
-    result = export_model(model, out, temperature=0, check=False)
+@pytest.fixture(scope="module")
+def mean_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path, ExportResult]:
+    """The tiny one-level SRFlow saved as a restorekit file, and that file's temperature-0 graph exported (and
+    checked) to ONNX once: (model, checkpoint, result); the artifact and its sidecar lie beside the checkpoint."""
+    folder = tmp_path_factory.mktemp("mean")
+    model = srflow_tiny(**ONE_LEVEL)
+    ckpt = folder / "tiny.safetensors"
+    restorekit.save_generator(ckpt, model, "srflow", model.arch_params)
+    return model, ckpt, export_model(ckpt, folder / "mean.onnx", temperature=0)
+
+
+def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(
+        mean_onnx: tuple[nn.Module, Path, ExportResult]) -> None:
+    model, _, result = mean_onnx
     assert result.sidecar["graph"] == "mean"
-    runner = ExportedModel(out)
+    runner = ExportedModel(result.path)
     assert runner.inputs == ["lr"]
     for b, hu, wu in UNSEEN:
         lr = lr_batch(model, b, hu, wu)
@@ -123,7 +147,7 @@ def test_srflow_t0_graph_takes_lr_only_and_equals_the_mean_image(tmp_path: Path)
 
 @pytest.mark.slow  # the bundled / fixture SRFlow: a full-size trace (CI runs slow tests too)
 def test_srflow_fixture_sampling_graph_and_tiny_encode_graph_round_trip_as_pt2(tmp_path: Path) -> None:
-    model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth")  # the official-format fixture checkpoint
+    model = restorekit.load(FIXTURES / "srflow_x4" / "official.pth", fast=False)  # the official-format fixture
     export_model(model, tmp_path / "s.pt2", check=False)
     sampler = torch.export.load(str(tmp_path / "s.pt2")).module()
     lr = lr_batch(model, 2, 3, 4)
@@ -149,20 +173,18 @@ def test_only_the_decoding_graphs_hold_the_1x1_inverses() -> None:
     assert all(n.startswith("inverse_") for n in held["sample"] + held["mean"]) and held["encode"] == []
 
 
-def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
-    tiny = srflow_tiny()
-    ckpt = tmp_path / "tiny.safetensors"
-    restorekit.save_generator(ckpt, tiny, "srflow", tiny.arch_params)
-    out = tmp_path / "s.pt2"
-    result = export_model(ckpt, out, graph="mean")
-    side = json.loads((tmp_path / "s.pt2.json").read_text())
+def test_sidecar_records_what_a_runtime_needs(mean_onnx: tuple[nn.Module, Path, ExportResult]) -> None:
+    _, ckpt, result = mean_onnx
+    side = json.loads(result.sidecar_path.read_text())
+    assert result.sidecar_path == result.path.with_name("mean.onnx.json")
     assert side == result.sidecar
     model = restorekit.load(ckpt)
-    assert side["format"] == "torch.export" and side["graph"] == "mean"
-    assert (side["scale"], side["size_multiple"], side["input_range"]) == (4, 2, [0.0, 1.0])
+    assert side["format"] == "onnx" and side["opset"] == DEFAULT_OPSET and side["graph"] == "mean"
+    # (a recorded size_multiple of 2 is what the runner enforces: test_sizes_outside_the_export_are_one_line)
+    assert (side["scale"], side["size_multiple"], side["input_range"]) == (2, 1, [0.0, 1.0])
     assert side["precision"] == "fp32" and side["dtype"] == "float32"
     assert side["inputs"] == [{"name": "lr", "dims": ["batch", 3, "height", "width"]}]
-    assert side["outputs"] == [{"name": "sr", "dims": ["batch", 3, "height*4", "width*4"]}]
+    assert side["outputs"] == [{"name": "sr", "dims": ["batch", 3, "height*2", "width*2"]}]
     assert side["source"]["sha256"] == sha256_file(ckpt)
     assert side["parity"]["max_relative_error"] <= 1e-4
     table = side["flow"]["latent_shapes"]
@@ -174,7 +196,7 @@ def test_sidecar_records_what_a_runtime_needs(tmp_path: Path) -> None:
 
 
 def test_fp16_export_runs_on_onnxruntime_close_to_fp32_eager(tmp_path: Path) -> None:
-    model = rrdb("srflow-release-rrdb")
+    model = rrdb("realesrgan-x4plus")
     result = export_model(model, tmp_path / "h.onnx", precision="fp16")
     assert result.sidecar["dtype"] == "float16"
     assert result.max_relative_error is not None and 1e-6 < result.max_relative_error <= 2e-2
@@ -189,12 +211,16 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_cli_export_writes_artifact_and_sidecar(tmp_path: Path, capsys) -> None:
-    code, out, err = run(["export", "--model", FIXTURES / "rrdb_x4" / "official.pth", "--output",
-                          tmp_path / "r.onnx", "--opset", "18"], capsys)
+    model = rrdb("realesrgan-x4plus")
+    ckpt = tmp_path / "in" / "g.safetensors"
+    ckpt.parent.mkdir()
+    restorekit.save_generator(ckpt, model, "rrdb", model.arch_params)
+    (tmp_path / "out").mkdir()
+    code, out, err = run(["export", "--model", ckpt, "--output", tmp_path / "out" / "r.onnx", "--opset", "18"], capsys)
     assert code == 0, err
-    assert leftovers(tmp_path) == ["r.onnx", "r.onnx.json"]
+    assert leftovers(tmp_path / "out") == ["r.onnx", "r.onnx.json"]
     assert "max relative difference to eager" in out
-    assert json.loads((tmp_path / "r.onnx.json").read_text())["opset"] == 18
+    assert json.loads((tmp_path / "out" / "r.onnx.json").read_text())["opset"] == 18
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -220,9 +246,8 @@ def test_missing_onnx_packages_are_one_line(tmp_path: Path, monkeypatch) -> None
     assert leftovers(tmp_path) == []
 
 
-def test_sizes_outside_the_export_are_one_line(tmp_path: Path) -> None:
-    export_model(rrdb("realesrgan-x2plus"), tmp_path / "m.pt2", check=False)  # pixel-unshuffle: multiples of 2
-    runner = ExportedModel(tmp_path / "m.pt2")
+def test_sizes_outside_the_export_are_one_line(x2_pt2: tuple[nn.Module, Path]) -> None:
+    runner = ExportedModel(x2_pt2[1])  # pixel-unshuffle: multiples of 2
     with pytest.raises(UserError, match=r"LR size 7x8 is outside what this export supports: height and width must "
                                         r"be positive multiples of 2"):
         runner(torch.rand(1, 3, 7, 8))
@@ -289,8 +314,21 @@ class Drifting(nn.Module):
         return lr * float(self.calls)
 
 
+class Shuffle(nn.Module):
+    """Exports faithfully: one convolution and a pixel shuffle (the kit on the real generators: test_conformance)."""
+
+    scale, size_multiple = 2, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(lr), 2)
+
+
 def test_the_kit_checks_an_export_claim(tmp_path: Path) -> None:
-    errors = check_export(rrdb("realesrgan-x4plus"), name="generator 'rrdb'", tmp_dir=tmp_path / "a")
+    errors = check_export(Shuffle().eval(), name="generator 'shuffle'", tmp_dir=tmp_path / "a")
     assert set(errors) == {"kit_export_forward.pt2", "kit_export_forward.onnx"}  # flows: test_conformance
     assert max(errors.values()) <= 1e-4
     with pytest.raises(AssertionError, match=r"^generator 'branchy': claims exportable=True, but the 'forward' graph "
@@ -305,6 +343,7 @@ def test_the_kit_checks_an_export_claim(tmp_path: Path) -> None:
 # restore-run --benchmark --onnx
 
 
+@pytest.mark.slow  # an ONNX export, then both paths timed
 def test_benchmark_onnx_rows_sit_next_to_eager(registry) -> None:
     from restorekit.bench import BenchConfig, run_benchmark
 

@@ -23,6 +23,7 @@ def _pip(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow  # pip builds a wheel in a subprocess
 def test_wheel_holds_only_namespaced_packages(tmp_path: Path) -> None:
     src = build_copy(ROOT, tmp_path / "src")
     had_build = (ROOT / "build").exists()
